@@ -1,0 +1,235 @@
+"""Decode-once cache: `<data_home>/<dataset>/<split>/{images.npy, labels.npy, meta.json}`.
+
+images.npy is uint8 N x H x W x C, memory-mapped on open. A split is built in a temporary folder
+and renamed into place, under a per-dataset file lock, so a crash or a concurrent ingest never leaves
+a half-written split; a changed source (file list, sizes, mtimes) rebuilds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ZooError
+from . import readers
+from .specs import DATASETS
+
+CACHE_VERSION = 1
+
+
+def data_home() -> Path:
+    env = os.environ.get("ZOO_DATA")
+    if env:
+        return Path(env).expanduser()
+    from ..weights import zoo_home
+
+    return zoo_home() / "data"
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Cheap identity of the source: every file's relative path, size and mtime."""
+    h = hashlib.sha256()
+    for p in paths:
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(p.parent) if p.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Exact per-channel mean/std of pixels/255, from 256-bin histograms (no float copy of the data)."""
+    c = images.shape[-1]
+    flat = images.reshape(-1, c)
+    v = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for ch in range(c):
+        hist = np.zeros(256, np.float64)
+        for s in range(0, len(flat), 1 << 24):
+            hist += np.bincount(flat[s : s + (1 << 24), ch], minlength=256)
+        n = hist.sum()
+        m = (hist * v).sum() / n
+        means.append(round(float(m), 6))
+        stds.append(round(float(np.sqrt((hist * (v - m) ** 2).sum() / n)), 6))
+    return means, stds
+
+
+def detect_format(dataset: str, root: Path) -> str:
+    if not root.exists():
+        raise ZooError(f"--root {root} does not exist")
+    if dataset == "mnist" and any(root.glob("train-images*idx3-ubyte*")):
+        return "idx"
+    if dataset in ("cifar10", "cifar100") and (
+        (root / "batches.meta").exists() or (root / "meta").is_file()
+        or (root / "cifar-10-batches-py").is_dir() or (root / "cifar-100-python").is_dir()
+    ):
+        return "pickle"
+    if dataset == "stl10":
+        return "stl10"
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return "imagefolder"
+    raise ZooError(f"--root {root}: no {dataset} data recognised (expected the official files or train/ and test/ "
+                   "image folders)")
+
+
+def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None, **opts) -> readers.RawSplit:
+    if fmt == "idx":
+        return readers.read_mnist(root, split)
+    if fmt == "pickle":
+        return (readers.read_cifar10 if dataset == "cifar10" else readers.read_cifar100)(root, split)
+    if fmt == "stl10":
+        return readers.read_stl10(root, split, resize=opts.get("resize"), classes=opts.get("classes"))
+    spec = DATASETS.get(dataset)
+    size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
+    return readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def split_dir(dataset: str, split: str) -> Path:
+    return data_home() / dataset / split
+
+
+def _split_files(root: Path, fmt: str, split: str) -> list[Path]:
+    if fmt == "imagefolder":
+        return [root / split]
+    return [p for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = None, force: bool = False,
+           progress: bool = True, **opts) -> dict[str, Path]:
+    """Decode `dataset` from `root` into the cache (once); returns {split: folder}.
+
+    `dataset` is one of the known names, or any new name for an ImageFolder tree.
+    STL-10 options: `resize=32`, `classes=[...]`.
+    """
+    root = Path(root).expanduser()
+    fmt = detect_format(dataset, root)
+    if splits is None:
+        known = DATASETS[dataset].splits if dataset in DATASETS else ("train", "valid", "test")
+        splits = [s for s in known if fmt != "imagefolder" or (root / s).is_dir()]
+    out: dict[str, Path] = {}
+    for split in splits:
+        if fmt == "imagefolder" and not (root / split).is_dir():
+            raise ZooError(f"--root {root}: split folder {split}/ not found")
+        final = split_dir(dataset, split)
+        with _locked(data_home() / f".{dataset}.lock"):
+            fp = fingerprint(_split_files(root, fmt, split)) + json.dumps(opts, sort_keys=True, default=str)
+            fp = hashlib.sha256(fp.encode()).hexdigest()
+            meta_file = final / "meta.json"
+            if not force and meta_file.exists():
+                meta = json.loads(meta_file.read_text())
+                if meta.get("source_fingerprint") == fp and meta.get("cache_version") == CACHE_VERSION:
+                    out[split] = final
+                    continue
+            out[split] = _build_split(dataset, root, split, fmt, fp, final, progress, opts)
+    return out
+
+
+def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opts) -> Path:
+    bar = None
+    if progress and fmt == "imagefolder":
+        from tqdm import tqdm
+
+        n = sum(1 for c in (root / split).iterdir() if c.is_dir() for _ in c.iterdir())
+        bar = tqdm(total=n, desc=f"ingest {dataset}/{split}", unit="img", mininterval=0.5)
+    t0 = time.perf_counter()
+    try:
+        raw = read_split(dataset, root, split, fmt, progress=bar.update if bar else None, **opts)
+    finally:
+        if bar:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    spec = DATASETS.get(dataset)
+    if spec and spec.classes is not None and fmt != "stl10" and list(raw.classes) != list(spec.classes):
+        raise ZooError(f"--root {root}: {dataset} classes {raw.classes} differ from the canonical {list(spec.classes)}")
+    mean, std = channel_stats(raw.images)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=final.parent))
+    try:
+        np.save(tmp / "images.npy", np.ascontiguousarray(raw.images))
+        np.save(tmp / "labels.npy", raw.labels)
+        for k, v in raw.extra.items():
+            np.save(tmp / f"{k}.npy", v)
+        meta = {
+            "cache_version": CACHE_VERSION, "dataset": dataset, "split": split, "format": fmt,
+            "source_root": str(root.resolve()), "source_fingerprint": fp, "options": opts,
+            "num_samples": int(len(raw.labels)), "shape": list(raw.images.shape[1:]),
+            "classes": list(raw.classes), "mean": mean, "std": std, "decode_seconds": round(seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **raw.extra_meta,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if final.exists():  # replace: move the old one aside first so the swap is two renames
+            trash = Path(tempfile.mkdtemp(prefix=f".{split}.old-", dir=final.parent))
+            os.replace(final, trash / "split")
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@dataclass
+class CachedSplit:
+    dataset: str
+    split: str
+    images: np.ndarray  # memory-mapped N x H x W x C uint8
+    labels: np.ndarray
+    meta: dict
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def norm(self) -> tuple[list[float], list[float]]:
+        """Normalisation statistics: the train split's, which is what models are trained with."""
+        return self.meta["norm_mean"], self.meta["norm_std"]
+
+
+def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit:
+    d = split_dir(dataset, split)
+    meta_file = d / "meta.json"
+    if not meta_file.exists():
+        known = sorted(p.name for p in (data_home() / dataset).iterdir()) if (data_home() / dataset).is_dir() else []
+        have = f" (ingested splits: {', '.join(known)})" if known else ""
+        raise ZooError(
+            f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
+            f"run: python -m zoo ingest {dataset} --root DIR"
+        )
+    meta = json.loads(meta_file.read_text())
+    train_meta = split_dir(dataset, "train") / "meta.json"
+    stats = json.loads(train_meta.read_text()) if train_meta.exists() else meta
+    meta["norm_mean"], meta["norm_std"] = stats["mean"], stats["std"]
+    label_file = d / ("labels.npy" if labels == "fine" else f"{labels}_labels.npy")
+    if not label_file.exists():
+        raise ZooError(f"{dataset}/{split} has no {labels!r} labels (have: fine)")
+    if labels != "fine":
+        meta["classes"] = meta[f"{labels}_classes"]
+    return CachedSplit(dataset, split, np.load(d / "images.npy", mmap_mode="r"), np.load(label_file), meta, d)

@@ -1,0 +1,198 @@
+"""Loaders behind one interface: `loader(dataset, split, batch_size, ...)` yields (images, labels).
+
+Backends:
+  native  C++ gather/augment on a thread pool (GIL released), prefetching into pinned memory.
+  gpu     the whole uint8 split resident on the device; a whole epoch augmented in a few batched kernels.
+  torch   torchvision transforms per sample in a DataLoader: the reference, and the `transform=` hook.
+  ffcv    FFCV's Loader over a .beton written from the cache (optional extra).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ZooError, suggest
+from . import native
+from .cache import CachedSplit, open_split
+from .native import Augment
+
+BACKENDS = ("native", "gpu", "torch", "ffcv")
+
+
+class Loader:
+    def __init__(self, data: CachedSplit, batch_size: int, *, augment=None, shuffle: bool | None = None,
+                 drop_last: bool = False, seed: int = 0, backend: str | None = None, device=None,
+                 channels_last: bool = False, uint8: bool = False, dtype: torch.dtype = torch.float32,
+                 num_threads: int | None = None, prefetch: int = 2, transform: Callable | None = None,
+                 indices: np.ndarray | None = None, shard: tuple[int, int] = (0, 1)):
+        if batch_size < 1:
+            raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+        self.data, self.batch_size, self.drop_last, self.seed = data, batch_size, drop_last, seed
+        self.augment = Augment.parse(augment)
+        self.shuffle = data.split == "train" if shuffle is None else shuffle
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        backend = backend or ("gpu" if self.device.type == "cuda" else "native")
+        if backend not in BACKENDS:
+            raise ZooError(f"unknown loader backend {backend!r}; {suggest(backend, BACKENDS)}")
+        if backend == "native" and not native.available():
+            backend = "torch"
+        if backend == "native" and self.augment.jitter:
+            raise ZooError("brightness/contrast jitter runs batched on the device: use backend='gpu' or 'torch'")
+        if transform is not None and backend != "torch":
+            raise ZooError("transform= hooks run per sample on the 'torch' backend; pass backend='torch'")
+        self.backend, self.channels_last, self.uint8, self.dtype = backend, channels_last, uint8, dtype
+        self.num_threads = num_threads or native.default_threads()
+        self.prefetch, self.transform = max(1, prefetch), transform
+        self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
+        self.rank, self.world = shard
+        self.epoch = 0
+        mean, std = data.norm
+        self.mean, self.std = mean, std
+        self.lut = native.make_lut(mean, std)
+        self._device_images = None
+
+    # ------------------------------------------------------------------ shared policy
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """This rank's sample indices for `epoch`: one seeded permutation, sharded rank::world."""
+        order = self.indices
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        if self.world > 1:
+            order = order[: len(order) // self.world * self.world][self.rank :: self.world]
+        return order
+
+    def epoch_params(self, epoch: int, n: int) -> dict:
+        _, h, w, _ = self.data.images.shape
+        return self.augment.sample(n, h, w, np.random.default_rng([self.seed, epoch, 1]))
+
+    def __len__(self) -> int:
+        n = len(self.indices) // self.world if self.world > 1 else len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _batches(self, n: int):
+        stop = n - n % self.batch_size if self.drop_last else n
+        return [(s, min(s + self.batch_size, stop)) for s in range(0, stop, self.batch_size)]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        if self.backend != "torch":  # the DataLoader path advances its own epoch seed
+            self.epoch += 1
+        return getattr(self, f"_iter_{self.backend}")(epoch)
+
+    # ------------------------------------------------------------------ native
+    def _iter_native(self, epoch: int):
+        order = self.epoch_order(epoch)
+        params = self.epoch_params(epoch, len(order))
+        labels = torch.from_numpy(self.data.labels[order])
+        images = self.data.images
+        _, h, w, c = images.shape
+        pin = self.device.type == "cuda"
+        aug = self.augment
+        pad = aug.crop_pad
+
+        def produce(lo, hi):
+            shape = (hi - lo, h, w, c) if self.channels_last or self.uint8 else (hi - lo, c, h, w)
+            out = torch.empty(shape, dtype=torch.uint8 if self.uint8 else torch.float32, pin_memory=pin)
+            p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
+            x = native.gather_native(images, order[lo:hi], p, pad, aug.cutout, None if self.uint8 else self.lut,
+                                     self.channels_last or self.uint8, out, self.num_threads)
+            if self.uint8 and not self.channels_last:
+                x = x.contiguous()
+            return x, labels[lo:hi]
+
+        for x, y in _prefetched(produce, self._batches(len(order)), self.prefetch):
+            if self.device.type != "cpu":
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.dtype != torch.float32 and not self.uint8:
+                x = x.to(self.dtype)
+            yield x, y
+
+    # ------------------------------------------------------------------ gpu
+    def _iter_gpu(self, epoch: int, chunk: int = 65536):
+        if self._device_images is None:
+            self._device_images = torch.from_numpy(np.ascontiguousarray(self.data.images)).to(self.device)
+            self._device_labels = torch.from_numpy(self.data.labels).to(self.device)
+            self._device_lut = torch.from_numpy(self.lut).to(self.device)
+            self._device_mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+            self._device_std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        order = self.epoch_order(epoch)
+        params = self.epoch_params(epoch, len(order))
+        index = torch.from_numpy(order).to(self.device)
+        aug = self.augment
+        batches = self._batches(len(order))
+        # Augment the epoch in large chunks (a few kernels each) and hand out slices of them.
+        for c0 in range(0, len(batches), max(1, chunk // self.batch_size)):
+            group = batches[c0 : c0 + max(1, chunk // self.batch_size)]
+            lo, hi = group[0][0], group[-1][1]
+            p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
+            lut = None if (self.uint8 or aug.jitter) else self._device_lut
+            x = native.gather_torch(self._device_images, index[lo:hi], p, aug.crop_pad, aug.cutout, lut,
+                                    self.channels_last)
+            if aug.jitter and not self.uint8:
+                x = native.color_jitter(x.float() / 255, p)
+                x = (x - self._device_mean) / self._device_std
+            if not self.uint8 and self.dtype != torch.float32:
+                x = x.to(self.dtype)
+            y = self._device_labels[index[lo:hi]]
+            for s, e in group:
+                yield x[s - lo : e - lo], y[s - lo : e - lo]
+
+    # ------------------------------------------------------------------ torch (reference)
+    def _iter_torch(self, epoch: int):
+        from .torch_backend import torch_loader
+
+        return iter(torch_loader(self, epoch))
+
+    # ------------------------------------------------------------------ ffcv
+    def _iter_ffcv(self, epoch: int):
+        from .ffcv_backend import ffcv_iter
+
+        return ffcv_iter(self, epoch)
+
+
+def _prefetched(produce, ranges, depth: int):
+    """Run produce(lo, hi) for each range on a background thread, `depth` results ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for lo, hi in ranges:
+                if stop.is_set():
+                    return
+                q.put(produce(lo, hi))
+            q.put(None)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.01)
+
+
+def loader(dataset: str, split: str = "train", batch_size: int = 512, *, labels: str = "fine", **kw) -> Loader:
+    """A loader over an ingested split. See `Loader` for the options (augment, backend, device, ...)."""
+    return Loader(open_split(dataset, split, labels=labels), batch_size, **kw)

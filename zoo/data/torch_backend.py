@@ -1,0 +1,87 @@
+"""The reference pipeline: torchvision transforms per sample in a multi-worker DataLoader.
+
+When the split was ingested from an image folder that still exists, images are decoded from the
+original files with PIL every time (the classic ImageFolder pipeline); otherwise from the cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class CacheImages(Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, order: np.ndarray, transform):
+        self.images, self.labels, self.order, self.transform = images, labels, order, transform
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        j = self.order[i]
+        img = self.images[j]
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        return self.transform(pil), int(self.labels[j])
+
+
+class FolderImages(Dataset):
+    def __init__(self, root: Path, order: np.ndarray, in_chans: int, transform):
+        from torchvision.datasets import ImageFolder
+
+        self.folder = ImageFolder(str(root))
+        self.order, self.mode, self.transform = order, "L" if in_chans == 1 else "RGB", transform
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        path, label = self.folder.samples[self.order[i]]
+        with Image.open(path) as im:
+            return self.transform(im.convert(self.mode)), label
+
+
+def transforms_for(ld):
+    from torchvision import transforms as T
+
+    _, h, w, c = ld.data.images.shape
+    aug, steps = ld.augment, []
+    if aug.crop_pad:
+        steps.append(T.RandomCrop((h, w), padding=aug.crop_pad))
+    if aug.flip:
+        steps.append(T.RandomHorizontalFlip())
+    if aug.jitter:
+        steps.append(T.ColorJitter(brightness=aug.brightness, contrast=aug.contrast))
+    if ld.transform is not None:
+        steps.append(ld.transform)
+    steps += [T.PILToTensor()] if ld.uint8 else [T.ToTensor(), T.Normalize(ld.mean, ld.std)]
+    if aug.cutout:
+        steps.append(T.RandomErasing(p=1.0, scale=(aug.cutout**2 / (h * w),) * 2, ratio=(1, 1), value=0))
+    return T.Compose(steps)
+
+
+def torch_loader(ld, epoch: int) -> DataLoader:
+    order = ld.epoch_order(epoch)
+    meta = ld.data.meta
+    tf = transforms_for(ld)
+    root = Path(meta.get("source_root", "")) / ld.data.split
+    if meta.get("format") == "imagefolder" and root.is_dir():
+        ds = FolderImages(root, order, ld.data.images.shape[-1], tf)
+    else:
+        ds = CacheImages(ld.data.images, ld.data.labels, order, tf)
+    g = torch.Generator().manual_seed(ld.seed * 1000003 + epoch)
+    ld.epoch = epoch + 1
+    workers = min(2, ld.num_threads)
+    dl = DataLoader(ds, batch_size=ld.batch_size, shuffle=False, drop_last=ld.drop_last, num_workers=workers,
+                    pin_memory=ld.device.type == "cuda", generator=g, persistent_workers=False,
+                    prefetch_factor=ld.prefetch if workers else None)
+    for x, y in dl:
+        if ld.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x.to(ld.device, non_blocking=True), y.to(ld.device, non_blocking=True)

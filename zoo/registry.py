@@ -1,0 +1,128 @@
+"""Model registry: a few-line entrypoint per variant, one class per family, variants are config.
+
+    @register_model(dataset="mnist")
+    def lenet5_bn(**kw):
+        return build(LeNet, LeNetConfig(bn=True), **kw)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable
+
+import torch.nn as nn
+
+from .data.specs import dataset_spec
+from .errors import ZooError, suggest
+
+_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+_DEFAULT_DATASET: dict[str, str] = {}
+_FAMILY: dict[str, str] = {}
+
+
+def register_model(*, dataset: str):
+    """Register `fn` under its own name; `dataset` is what `zoo.load(name)` means by default."""
+
+    def wrap(fn):
+        _ENTRYPOINTS[fn.__name__] = fn
+        _DEFAULT_DATASET[fn.__name__] = dataset
+        _FAMILY[fn.__name__] = fn.__module__.rsplit(".", 1)[-1]
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; `pattern` is a shell-style wildcard like 'lenet5*'."""
+    _ensure_models()
+    names = sorted(_ENTRYPOINTS)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def model_family(name: str) -> str:
+    _check_name(name)
+    return _FAMILY[name]
+
+
+def default_dataset(name: str) -> str:
+    _check_name(name)
+    return _DEFAULT_DATASET[name]
+
+
+def _ensure_models() -> None:
+    from . import models  # noqa: F401  (importing registers every family)
+
+
+def _check_name(name: str) -> None:
+    _ensure_models()
+    if name not in _ENTRYPOINTS:
+        raise ZooError(f"unknown model {name!r}; {suggest(name, _ENTRYPOINTS, 'available models')}")
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    dataset: str | None = None,
+    pretrained: bool = False,
+    init: str | None = None,
+    **overrides,
+) -> nn.Module:
+    """Build a registered model.
+
+    Shape arguments default to `dataset` (or the model's default dataset). `overrides` replace
+    fields of the family's config dataclass (e.g. `dropout=0.3`). `init="xavier"` re-initialises
+    conv/linear weights; the default keeps PyTorch's initialisation. `pretrained=True` loads the
+    shipped weights for `name.dataset`, like `zoo.load`.
+    """
+    _check_name(name)
+    spec = dataset_spec(dataset or _DEFAULT_DATASET[name])
+    if pretrained:
+        from .weights import load
+
+        model = load(f"{name}.{spec.name}")
+        if num_classes not in (None, model.zoo_meta["num_classes"]) or overrides or init:
+            raise ZooError(
+                f"pretrained {name}.{spec.name} has {model.zoo_meta['num_classes']} classes and a fixed config; "
+                "to change the head use zoo.train(..., init='zoo:TAG')"
+            )
+        return model
+    model = _ENTRYPOINTS[name](
+        num_classes=num_classes or spec.num_classes,
+        in_chans=in_chans or spec.in_chans,
+        img_size=img_size or spec.img_size,
+        **overrides,
+    )
+    model.zoo_name = name
+    if init is not None:
+        init_weights(model, init)
+    return model
+
+
+def build(cls, cfg, *, num_classes: int, in_chans: int, img_size: int, **overrides) -> nn.Module:
+    """Shared body of every entrypoint: apply config overrides, then construct the family class."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ZooError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
+            f"its config fields are: {', '.join(sorted(fields))}"
+        )
+    if in_chans < 1 or num_classes < 1 or img_size < 8:
+        raise ZooError(f"bad shape: in_chans={in_chans}, num_classes={num_classes}, img_size={img_size}")
+    return cls(dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    if scheme == "default":
+        return
+    if scheme != "xavier":
+        raise ZooError(f"unknown init {scheme!r}; valid: default, xavier")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,194 @@
+"""Trained weights: safetensors files described by one JSON manifest.
+
+A tag is `name.dataset` (or `name`, meaning the model's default dataset). Files are looked up
+next to the manifest (the package's `zoo/weights/`), then in `$ZOO_HOME/weights`
+(default `~/.cache/zoo/weights`), then downloaded from the entry's URL (or `$ZOO_WEIGHTS_URL/<file>`)
+with the sha256 checked before the file is moved into place. `$ZOO_MANIFEST` points at another
+manifest (used by tests and private model stores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import ZooError, suggest
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+MANIFEST_FORMAT = 1
+
+
+def zoo_home() -> Path:
+    return Path(os.environ.get("ZOO_HOME", "~/.cache/zoo")).expanduser()
+
+
+def manifest_path() -> Path:
+    return Path(os.environ.get("ZOO_MANIFEST", PACKAGE_WEIGHTS / "manifest.json"))
+
+
+def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = path or manifest_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ZooError(f"weights manifest {path} is not valid JSON: {e}") from None
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ZooError(f"weights manifest {path} has format {data.get('format')!r}, expected {MANIFEST_FORMAT}")
+    return data["weights"]
+
+
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    import fnmatch
+
+    return sorted(t for t in read_manifest() if pattern is None or fnmatch.fnmatch(t, pattern))
+
+
+def resolve_tag(tag: str) -> str:
+    from .registry import default_dataset, list_models
+
+    name, _, dataset = tag.partition(".")
+    if name not in list_models():
+        default_dataset(name)  # raises the unknown-model error with suggestions
+    full = f"{name}.{dataset or default_dataset(name)}"
+    entries = read_manifest()
+    if full not in entries:
+        raise ZooError(f"no trained weights for {full!r}; {suggest(full, entries, 'available weights')}")
+    return full
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, sha256: str) -> None:
+    """Fetch url (http(s) or file://) to dest; the file appears only after its hash matched."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
+            shutil.copyfileobj(src, out)
+        got = sha256_file(Path(tmp))
+        if got != sha256:
+            raise ZooError(f"download of {url} has sha256 {got}, manifest says {sha256}; file discarded")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ZooError(f"could not download weights from {url}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
+    """Local path of the (hash-verified) weights file for a full tag, downloading it if needed."""
+    entry = read_manifest()[tag]
+    local = [manifest_path().parent / entry["file"], zoo_home() / "weights" / entry["file"]]
+    path = next((p for p in local if p.exists()), None)
+    if path is None:
+        base = os.environ.get("ZOO_WEIGHTS_URL")
+        url = entry.get("url") or (f"{base.rstrip('/')}/{entry['file']}" if base else None)
+        if not url:
+            raise ZooError(
+                f"weights file {entry['file']} for {tag} is not installed and the manifest has no URL "
+                f"(looked in {local[0].parent} and {local[1].parent}; set ZOO_WEIGHTS_URL to a mirror)"
+            )
+        path = local[1]
+        _download(url, path, entry["sha256"])
+    got = sha256_file(path)
+    if got != entry["sha256"]:
+        raise ZooError(
+            f"weights file {path} has sha256 {got} but the manifest expects {entry['sha256']}; "
+            "the file is corrupt or was replaced; delete it and retry"
+        )
+    return path, entry
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load(tag_or_path: str | os.PathLike) -> nn.Module:
+    """A model in eval mode with trained weights and `model.zoo_meta` (classes, mean/std, metrics, ...).
+
+    Accepts a registry tag (`lenet5_bn`, `lenet5_bn.mnist`) or the path of a `.safetensors` file
+    written by `zoo train` (its metadata travels inside the file).
+    """
+    from .registry import create_model
+
+    p = Path(tag_or_path)
+    if p.suffix == ".safetensors":
+        if not p.exists():
+            raise ZooError(f"weights file {p} does not exist")
+        meta = read_embedded_meta(p)
+        path = p
+    else:
+        tag = resolve_tag(str(tag_or_path))
+        path, meta = weights_file(tag)
+    c, h, _ = meta["input_size"]
+    model = create_model(
+        meta["model"], num_classes=len(meta["classes"]), in_chans=c, img_size=h, **meta.get("config_overrides", {})
+    )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(path).items()}
+    model.load_state_dict(state)
+    model.zoo_meta = dict(meta)
+    return model.eval()
+
+
+def read_embedded_meta(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("zoo")
+    except Exception as e:  # safetensors raises its own error types
+        raise ZooError(f"{path} is not a readable safetensors file: {e}") from None
+    if not raw:
+        raise ZooError(f"{path} has no zoo metadata; it was not written by zoo")
+    return json.loads(raw)
+
+
+def save_weights(model: nn.Module, path: Path, meta: dict[str, Any], *, fp16: bool = False) -> dict[str, Any]:
+    """Write model weights + metadata atomically; returns meta completed with file, size and sha256."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta, dtype="float16" if fp16 else "float32")
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"zoo": json.dumps(meta)})
+    os.replace(tmp, path)
+    return dict(meta, file=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+
+
+def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None, url: str | None = None) -> str:
+    """Copy a trained weights file next to the manifest and add/replace its entry."""
+    manifest = manifest or manifest_path()
+    meta = read_embedded_meta(path)
+    tag = tag or f"{meta['model']}.{meta['dataset']}"
+    dest = manifest.parent / f"{tag}.safetensors"
+    if path.resolve() != dest.resolve():
+        shutil.copyfile(path, dest)
+    entries = read_manifest(manifest) if manifest.exists() else {}
+    entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n")
+    os.replace(tmp, manifest)
+    return tag
