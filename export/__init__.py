@@ -1,1 +1,270 @@
+"""Export any nn.Module to ONNX or TorchScript, verify it against eager PyTorch, and load it back.
 
+    from export import to_onnx, to_torchscript, load_exported
+    to_onnx(model, torch.randn(1, 3, 32, 32), "model.onnx")   # verified; report written beside it
+    run = load_exported("model.onnx"); logits = run(batch)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["ExportError", "to_onnx", "to_torchscript", "verify", "load_exported", "SUPPORTED_OPSETS"]
+
+SUPPORTED_OPSETS = range(13, 22)
+TOLERANCE = 1e-4  # max |Δlogit| in fp32
+TOLERANCE_FP16 = 5e-2
+
+
+class ExportError(ValueError):
+    """Export or verification failed; nothing was left at the final path."""
+
+
+def _eval_mode(model: nn.Module) -> nn.Module:
+    if model.training:
+        warnings.warn("model was in training mode; switched to eval() for export", stacklevel=3)
+        model.eval()
+    return model
+
+
+def _check_out(path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        raise ExportError(f"output directory {path.parent} is not writable")
+    return path
+
+
+def _meta_props(model: nn.Module, example: torch.Tensor, meta: dict | None) -> dict[str, str]:
+    meta = dict(meta or getattr(model, "zoo_meta", {}) or {})
+    props = {
+        "tag": meta.get("tag") or getattr(model, "zoo_name", type(model).__name__),
+        "classes": json.dumps(meta.get("classes", [])),
+        "mean": json.dumps(meta.get("mean", [])),
+        "std": json.dumps(meta.get("std", [])),
+        "input_size": json.dumps(list(example.shape[1:])),
+        "layout": "NCHW",
+        "weights_sha256": meta.get("sha256", ""),
+    }
+    return props
+
+
+def _atomic_finish(tmp: Path, path: Path, report: dict | None) -> Path:
+    if report is not None:
+        report["artifact"] = path.name
+        path.with_suffix(path.suffix + ".verify.json").write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, dynamic_batch: bool = True,
+            fp16: bool = False, verify_inputs: list[torch.Tensor] | None = None, verify: bool = True,
+            meta: dict | None = None, dynamo: bool | None = None) -> Path:
+    """Export to ONNX (dynamo exporter, falling back to the TorchScript-based one) and verify with ONNX Runtime.
+
+    The file only appears at `path` once checked and verified; `metadata_props` carry tag, classes,
+    mean/std, input size and layout, weights sha256, and which exporter was used.
+    """
+    import onnx
+
+    if opset not in SUPPORTED_OPSETS:
+        raise ExportError(f"unsupported opset {opset}; supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    path = _check_out(path)
+    model = _eval_mode(model).cpu()
+    example = example.cpu()
+    export_model = model.half() if fp16 else model
+    ex = example.half() if fp16 else example
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    errors = []
+    try:
+        used = None
+        for use_dynamo in ([dynamo] if dynamo is not None else [True, False]):
+            try:
+                _onnx_export(export_model, ex, tmp, opset, dynamic_batch, use_dynamo)
+                used = "dynamo" if use_dynamo else "torchscript"
+                break
+            except Exception as e:  # try the next exporter, report all if none works
+                errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(e).__name__}: {e}")
+        if used is None:
+            raise ExportError("ONNX export failed:\n" + "\n".join(errors))
+        proto = onnx.load(str(tmp))
+        props = _meta_props(model, example, meta) | {"exporter": used, "dtype": "float16" if fp16 else "float32"}
+        del proto.metadata_props[:]
+        for k, v in props.items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        report = None
+        if verify:
+            report = verify_artifact(model, tmp, example, verify_inputs, fp16=fp16)
+            report["exporter"] = used
+        if fp16:
+            model.float()
+        return _atomic_finish(tmp, path, report)
+    finally:
+        if fp16:
+            model.float()
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _onnx_export(model, example, tmp: Path, opset: int, dynamic_batch: bool, dynamo: bool) -> None:
+    kwargs: dict[str, Any] = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            if dynamic_batch:
+                kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
+            prog = torch.onnx.export(model, (example,), dynamo=True, verbose=False, **kwargs)
+            prog.save(str(tmp))
+        else:
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, **kwargs)
+
+
+def to_torchscript(model: nn.Module, example: torch.Tensor, path, *, verify: bool = True,
+                   verify_inputs: list[torch.Tensor] | None = None, meta: dict | None = None) -> Path:
+    """torch.jit.script (falling back to trace), then freeze; metadata stored as `_extra_files`."""
+    path = _check_out(path)
+    model = _eval_mode(model).cpu()
+    example = example.cpu()
+    method = "script"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ts = torch.jit.script(model)
+        except Exception:
+            method = "trace"
+            ts = torch.jit.trace(model, example)
+        ts = torch.jit.freeze(ts.eval())
+    props = _meta_props(model, example, meta) | {"exporter": f"torchscript-{method}+freeze"}
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+            torch.jit.save(ts, str(tmp), _extra_files={"zoo_meta.json": json.dumps(props)})
+        report = None
+        if verify:
+            report = verify_artifact(model, tmp, example, verify_inputs)
+            report["exporter"] = props["exporter"]
+        return _atomic_finish(tmp, path, report)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class Exported:
+    """Callable over an exported artifact: float NCHW tensor -> logits tensor (on the input's device)."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        self.path, self.device = Path(path), device
+        if not self.path.exists():
+            raise ExportError(f"exported model {self.path} does not exist")
+        if self.path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            providers = ["CPUExecutionProvider"]
+            if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            try:
+                self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            except Exception as e:
+                raise ExportError(f"{self.path}: ONNX Runtime cannot load it: {e}") from None
+            self.providers = self.session.get_providers()
+            inp = self.session.get_inputs()[0]
+            self.input_name, self.input_shape = inp.name, inp.shape
+            self.input_dtype = torch.float16 if "float16" in inp.type else torch.float32
+            self.meta = {p: v for p, v in self.session.get_modelmeta().custom_metadata_map.items()}
+            self.kind = "onnxruntime"
+        else:
+            files = {"zoo_meta.json": ""}
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+                    self.module = torch.jit.load(str(self.path), map_location=device, _extra_files=files)
+            except Exception as e:
+                raise ExportError(f"{self.path}: not a loadable TorchScript file: {e}") from None
+            self.meta = json.loads(files["zoo_meta.json"] or "{}")
+            self.input_shape = [None, *json.loads(self.meta.get("input_size", "[]"))] if self.meta else None
+            self.input_dtype = torch.float32
+            self.kind = "torchscript"
+        for k in ("classes", "mean", "std", "input_size"):
+            if isinstance(self.meta.get(k), str):
+                self.meta[k] = json.loads(self.meta[k])
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ExportError(f"{self.path}: input must be a float tensor, got "
+                              f"{getattr(x, 'dtype', type(x).__name__)}")
+        want = self.input_shape
+        if want and (x.ndim != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want[1:], x.shape[1:]))):
+            raise ExportError(f"{self.path}: input shape {list(x.shape)} does not match the model's {list(want)}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        if self.kind == "torchscript":
+            return self.module(x.float())
+        x = x.to(self.input_dtype).contiguous()
+        if x.is_cuda and "CUDAExecutionProvider" in self.providers:
+            io = self.session.io_binding()  # zero-copy: ORT reads and writes device memory directly
+            io.bind_input(self.input_name, "cuda", 0, np.float16 if self.input_dtype == torch.float16 else np.float32,
+                          list(x.shape), x.data_ptr())
+            io.bind_output("logits", "cuda")
+            self.session.run_with_iobinding(io)
+            return torch.from_dlpack(io.get_outputs()[0]).float() if hasattr(io.get_outputs()[0], "__dlpack__") \
+                else torch.from_numpy(io.copy_outputs_to_cpu()[0]).to(x.device).float()
+        out = self.session.run(None, {self.input_name: x.cpu().numpy()})[0]
+        return torch.from_numpy(out).float().to(x.device)
+
+
+def load_exported(path, device: str = "cpu") -> Exported:
+    return Exported(Path(path), device)
+
+
+def verify_artifact(model: nn.Module, artifact: Path, example: torch.Tensor,
+                    inputs: list[torch.Tensor] | None = None, *, fp16: bool = False, big_batch: int = 256) -> dict:
+    """Compare an artifact with eager PyTorch on random inputs (batch 1 and a large batch) and on any
+    given real inputs. Raises ExportError (leaving nothing behind) when max |Δlogit| or top-1 agreement fails."""
+    run = Exported(artifact)
+    g = torch.Generator().manual_seed(0)
+    shape = tuple(example.shape[1:])
+    checks = [("random_batch1", torch.randn((1, *shape), generator=g)),
+              (f"random_batch{big_batch}", torch.randn((big_batch, *shape), generator=g))]
+    checks += [(f"real_{i}", x.cpu().float()) for i, x in enumerate(inputs or [])]
+    tol = TOLERANCE_FP16 if fp16 else TOLERANCE
+    report: dict[str, Any] = {"artifact": str(artifact.name), "backend": run.kind, "tolerance": tol, "checks": []}
+    ok = True
+    with torch.inference_mode():
+        for name, x in checks:
+            ref = model(x).float()
+            got = run(x)
+            diff = float((ref - got).abs().max())
+            agree = float((ref.argmax(1) == got.argmax(1)).float().mean())
+            passed = diff <= tol and (agree == 1.0 or fp16)
+            ok &= passed
+            report["checks"].append({"input": name, "batch": len(x), "max_abs_logit_diff": diff,
+                                     "top1_agreement": agree, "passed": passed})
+    report["passed"] = ok
+    if not ok:
+        raise ExportError(f"verification of {artifact.name} failed: {json.dumps(report['checks'])}")
+    return report
+
+
+verify = verify_artifact

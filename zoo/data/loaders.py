@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ZooError, suggest
-from . import native
+from . import gpu_kernels, native
 from .cache import CachedSplit, open_split
 from .native import Augment
 
@@ -103,13 +103,11 @@ class Loader:
         pad = aug.crop_pad
 
         def produce(lo, hi):
-            shape = (hi - lo, h, w, c) if self.channels_last or self.uint8 else (hi - lo, c, h, w)
+            shape = (hi - lo, h, w, c) if self.channels_last else (hi - lo, c, h, w)
             out = torch.empty(shape, dtype=torch.uint8 if self.uint8 else torch.float32, pin_memory=pin)
             p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
             x = native.gather_native(images, order[lo:hi], p, pad, aug.cutout, None if self.uint8 else self.lut,
-                                     self.channels_last or self.uint8, out, self.num_threads)
-            if self.uint8 and not self.channels_last:
-                x = x.contiguous()
+                                     self.channels_last, out, self.num_threads)
             return x, labels[lo:hi]
 
         for x, y in _prefetched(produce, self._batches(len(order)), self.prefetch):
@@ -122,7 +120,7 @@ class Loader:
     # ------------------------------------------------------------------ gpu
     def _iter_gpu(self, epoch: int, chunk: int = 65536):
         if self._device_images is None:
-            self._device_images = torch.from_numpy(np.ascontiguousarray(self.data.images)).to(self.device)
+            self._device_images = torch.from_numpy(np.array(self.data.images)).to(self.device)  # writable copy
             self._device_labels = torch.from_numpy(self.data.labels).to(self.device)
             self._device_lut = torch.from_numpy(self.lut).to(self.device)
             self._device_mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
@@ -138,12 +136,16 @@ class Loader:
             lo, hi = group[0][0], group[-1][1]
             p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
             lut = None if (self.uint8 or aug.jitter) else self._device_lut
-            x = native.gather_torch(self._device_images, index[lo:hi], p, aug.crop_pad, aug.cutout, lut,
-                                    self.channels_last)
+            if gpu_kernels.available(self.device) and not aug.jitter:  # one kernel, output in the final dtype
+                x = gpu_kernels.augment(self._device_images, index[lo:hi], p, aug.crop_pad, aug.cutout, lut,
+                                        self.channels_last, self.dtype)
+            else:
+                x = native.gather_torch(self._device_images, index[lo:hi], p, aug.crop_pad, aug.cutout, lut,
+                                        self.channels_last)
             if aug.jitter and not self.uint8:
                 x = native.color_jitter(x.float() / 255, p)
                 x = (x - self._device_mean) / self._device_std
-            if not self.uint8 and self.dtype != torch.float32:
+            if not self.uint8 and x.dtype != self.dtype:
                 x = x.to(self.dtype)
             y = self._device_labels[index[lo:hi]]
             for s, e in group:

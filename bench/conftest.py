@@ -1,0 +1,51 @@
+"""Shared fixtures for the benchmark suites: real data when ingested, otherwise generated data."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+QUICK = os.environ.get("ZOO_BENCH_QUICK") == "1"  # CI: few rounds, small sizes, so the suites never rot
+
+
+@pytest.fixture(scope="session")
+def cifar_like():
+    """The ingested CIFAR-10 train split if present, else a generated split of the same shape."""
+    from zoo.data import open_split
+    from zoo.errors import ZooError
+
+    try:
+        return open_split("cifar10", "train")
+    except ZooError:
+        from tests.helpers import make_cached_split
+
+        return make_cached_split("bench_cifar", n=4096 if QUICK else 50000, size=32, chans=3)
+
+
+def throughput(benchmark, fn, items: int, *, sync=None, rounds: int | None = None, warmup: int = 1) -> float:
+    """Benchmark fn (which processes `items` images), record img/s in extra_info, return it."""
+    sync = sync or (lambda: None)
+
+    def run():
+        fn()
+        sync()
+
+    for _ in range(warmup):
+        run()
+    benchmark.pedantic(run, rounds=rounds or (2 if QUICK else 5), iterations=1)
+    ips = items / benchmark.stats.stats.median
+    benchmark.extra_info["images_per_s"] = ips
+    return ips
+
+
+def timed(fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best

@@ -1,0 +1,89 @@
+"""Inference throughput per model x backend x batch size; ratios against eager torch in the same run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+
+from .conftest import QUICK, throughput
+
+MODELS = ["lenet5", "resnet18"] if not QUICK else ["lenet5"]
+BATCHES = [1, 64, 1024] if not QUICK else [1, 64]
+CPU_BACKENDS = ["eager", "compile", "torchscript", "onnxruntime"] if not QUICK else ["eager", "torchscript",
+                                                                                     "onnxruntime"]
+CUDA_BACKENDS = ["cuda_eager_fp32", "cuda_bf16_cl", "cuda_compile_bf16", "cuda_graphs_bf16", "ort_cuda"]
+_ref: dict[tuple, float] = {}
+
+
+def make_runner(model: torch.nn.Module, backend: str, x: torch.Tensor, tmp):
+    from export import load_exported, to_onnx, to_torchscript
+
+    if backend == "eager":
+        return lambda: model(x)
+    if backend == "compile":
+        m = torch.compile(model)
+        return lambda: m(x)
+    if backend == "torchscript":
+        m = load_exported(to_torchscript(model, x[:1], tmp / "m.pt", verify=False))
+        return lambda: m(x)
+    if backend in ("onnxruntime", "ort_cuda"):
+        dev = "cuda" if backend == "ort_cuda" else "cpu"
+        m = load_exported(to_onnx(model.cpu(), x[:1].cpu(), tmp / "m.onnx", verify=False), device=dev)
+        if dev == "cuda" and "CUDAExecutionProvider" not in m.providers:
+            pytest.skip("onnxruntime-gpu not installed")
+        model.to(x.device)
+        return lambda: m(x)
+    # CUDA variants
+    m = model.cuda()
+    if backend == "cuda_eager_fp32":
+        return lambda: m(x)
+    m = m.to(memory_format=torch.channels_last).to(torch.bfloat16)
+    xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    if backend == "cuda_bf16_cl":
+        return lambda: m(xb)
+    if backend == "cuda_compile_bf16":
+        mc = torch.compile(m)
+        return lambda: mc(xb)
+    # CUDA graphs: capture one forward and replay it (static input/output buffers)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            m(xb)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        m(xb)
+    return g.replay
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("backend", CPU_BACKENDS + CUDA_BACKENDS)
+@pytest.mark.parametrize("name", MODELS)
+def test_inference(benchmark, tmp_path, name, backend, batch):
+    cuda = backend.startswith("cuda") or backend == "ort_cuda"
+    if cuda and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not cuda and batch == 1024 and name == "resnet18" and QUICK:
+        pytest.skip("quick mode")
+    model = zoo.create_model(name, dataset="cifar10").eval()
+    x = torch.randn(batch, 3, 32, 32, device="cuda" if cuda else "cpu")
+    sync = torch.cuda.synchronize if cuda else None
+    with torch.inference_mode() if backend not in ("compile", "cuda_compile_bf16", "cuda_graphs_bf16") else \
+            torch.no_grad():
+        fn = make_runner(model.to(x.device), backend, x, tmp_path)
+        reps = max(1, 2048 // batch) if cuda else max(1, 256 // batch)
+
+        def many():
+            for _ in range(reps):
+                fn()
+
+        ips = throughput(benchmark, many, reps * batch, sync=sync, warmup=3, rounds=3 if cuda else None)
+    key = (name, batch, "cuda" if cuda else "cpu")
+    if backend in ("eager", "cuda_eager_fp32"):
+        _ref[key] = ips
+    if key in _ref:
+        benchmark.extra_info["ratio_vs_eager"] = ips / _ref[key]
+    benchmark.extra_info.update(model=name, backend=backend, batch=batch)

@@ -1,0 +1,273 @@
+"""python -m zoo {info,list,ingest,train,eval,experiment,demo,publish}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="ingested dataset (mnist, cifar10, cifar100, cinic10, stl10, ...)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m zoo", description="Model zoo of classic small-image CNNs.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="versions, native features, backends and devices")
+    s = sub.add_parser("list", help="registered models and shipped weights")
+    s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'lenet5*'")
+
+    s = sub.add_parser("ingest", help="decode a dataset once into the cache")
+    s.add_argument("dataset", help="mnist, cifar10, cifar100, cinic10, stl10, or a new name for an ImageFolder tree")
+    s.add_argument("--root", required=True, help="folder with the official files or train/ (valid/) test/ folders")
+    s.add_argument("--splits", help="comma-separated splits (default: all present)")
+    s.add_argument("--force", action="store_true", help="rebuild even when the cache is current")
+    s.add_argument("--resize", type=int, help="STL-10: resize to this size (e.g. 32)")
+    s.add_argument("--classes", help="STL-10: comma-separated subset of classes")
+    s.add_argument("--threads", type=int, help="decoder threads (default: all cores)")
+
+    s = sub.add_parser("train", help="train a model with a named recipe")
+    s.add_argument("name", help="registered model name")
+    _add_train_args(s)
+    s.add_argument("--recipe", help="recipe name (default: the family's fast recipe); see `list`")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"])
+    s.add_argument("--label-smoothing", type=float)
+    s.add_argument("--augment", help="none, flip, crop, crop_flip, crop_flip_cutout, mnist, auto")
+    s.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    s.add_argument("--out", help="run directory (default: runs/NAME.DATASET)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--init", help="torchvision:PATH (ImageNet ResNet-18 state dict), zoo:TAG, or xavier")
+    s.add_argument("--train-last", type=int, help="freeze all but the last K stages")
+    s.add_argument("--train-subset", type=int, help="keep N training images per class")
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: on for CUDA, off on CPU)")
+    s.add_argument("--tensorboard", action="store_true")
+    s.add_argument("--fp16-weights", action="store_true", help="store the weights file in fp16")
+
+    s = sub.add_parser("eval", help="evaluate a model and write JSON/Markdown/HTML reports")
+    s.add_argument("model", help="tag (lenet5_bn.cifar10), .safetensors, .onnx or TorchScript .pt file")
+    s.add_argument("--dataset", help="dataset (default: the model's own)")
+    s.add_argument("--split", default="test")
+    s.add_argument("--backend", default="torch", choices=["torch", "torchscript", "onnxruntime", "auto"])
+    s.add_argument("--compare", help="comma-separated backends to compare, e.g. torch,torchscript,onnxruntime")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch-size", type=int, default=1024)
+    s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--out", help="report directory (default: reports/TAG)")
+    s.add_argument("--run-log", help="a run's log.jsonl to plot training curves from")
+    s.add_argument("--no-figures", action="store_true", help="JSON/Markdown/HTML without t-SNE and activations")
+
+    s = sub.add_parser("experiment", help="train a family's variants and write one comparison report")
+    s.add_argument("family", help="lenet5, resnet or mlp")
+    _add_train_args(s)
+    s.add_argument("--out", help="report directory")
+
+    s = sub.add_parser("demo", help="the main job: ingest MNIST, train LeNet-5, evaluate, export, report")
+    s.add_argument("--root", required=True, help="MNIST root (IDX files or train/ test/ PNG folders)")
+    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--out", default="reports/demo")
+
+    s = sub.add_parser("publish", help="copy a run's weights into the package manifest (maintainers)")
+    s.add_argument("weights", help="a run's model.safetensors")
+    s.add_argument("--url", help="download URL to record")
+    return p
+
+
+def cmd_info(_) -> int:
+    import platform
+
+    import numpy
+    import torch
+
+    from . import __version__
+    from .data import native
+    from .evaluate import AUTO_BACKEND
+
+    lines = [f"zoo {__version__}", f"python {platform.python_version()}", f"torch {torch.__version__}",
+             f"numpy {numpy.__version__}"]
+    for mod in ("torchvision", "onnx", "onnxruntime", "onnxscript", "safetensors", "ffcv"):
+        try:
+            lines.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            lines.append(f"{mod} not installed")
+    f = native.features()
+    lines.append(f"native extension: {'yes' if f['native'] else 'NO (PIL/torch fallbacks)'}")
+    if f["native"]:
+        lines.append(f"  jpeg: {f['jpeg_version'] or 'no (PIL fallback)'}; png: "
+                     f"{('libpng ' + f['png_version']) if f['png'] else 'no (PIL fallback)'}; "
+                     f"threads: {f['hardware_threads']}")
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    lines.append(f"devices: {', '.join(devices)}")
+    try:
+        import onnxruntime as ort
+
+        lines.append(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
+    except ImportError:
+        pass
+    lines.append(f"loader backends: native{'' if f['native'] else ' (unavailable)'}, gpu, torch, ffcv"
+                 f"{'' if _has('ffcv') else ' (not installed)'}")
+    lines.append(f"eval backends: torch, torchscript, onnxruntime; auto = {AUTO_BACKEND}")
+    print("\n".join(lines))
+    return 0
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def cmd_list(a) -> int:
+    from .recipes import RECIPES
+    from .registry import default_dataset, list_models
+    from .weights import read_manifest
+
+    entries = read_manifest()
+    print(f"{'model':<16}{'default dataset':<17}shipped weights (test top-1)")
+    for n in list_models(a.pattern):
+        w = ", ".join(f"{t.split('.', 1)[1]} {e['metrics']['top1'] * 100:.2f}%" for t, e in entries.items()
+                      if t.split(".")[0] == n and e.get("metrics"))
+        print(f"{n:<16}{default_dataset(n):<17}{w or '-'}")
+    print(f"\nrecipes: {', '.join(RECIPES)}")
+    return 0
+
+
+def cmd_ingest(a) -> int:
+    from .data import ingest, open_split
+
+    opts = {}
+    if a.resize:
+        opts["resize"] = a.resize
+    if a.classes:
+        opts["classes"] = a.classes.split(",")
+    if a.threads:
+        opts["threads"] = a.threads
+    done = ingest(a.dataset, a.root, splits=a.splits.split(",") if a.splits else None, force=a.force, **opts)
+    for split, path in done.items():
+        s = open_split(a.dataset, split)
+        m = s.meta
+        skipped = f", {m['skipped_non_images']} non-image files skipped" if m.get("skipped_non_images") else ""
+        print(f"{a.dataset}/{split}: {len(s)} images {tuple(m['shape'])}, {len(s.classes)} classes, "
+              f"mean {m['mean']} std {m['std']}{skipped} -> {path}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from .engine import train
+
+    over = {k: getattr(a, k) for k in ("lr", "batch_size", "optimizer", "weight_decay", "schedule",
+                                       "label_smoothing", "augment", "patience") if getattr(a, k) is not None}
+    res = train(a.name, a.dataset, a.recipe, epochs=a.epochs, out_dir=a.out, device=a.device, seed=a.seed,
+                resume=a.resume, init=a.init, train_last=a.train_last, train_subset=a.train_subset,
+                compile=a.compile, tensorboard=a.tensorboard, progress=not a.no_progress,
+                fp16_weights=a.fp16_weights, **over)
+    last = res.history[-1] if res.history else {}
+    print(f"trained {a.name} on {a.dataset}: {len(res.history)} epochs in {res.train_seconds:.1f} s of training; "
+          f"last train acc {last.get('train_acc', 0) * 100:.2f}%"
+          + (f", val acc {last['val_acc'] * 100:.2f}%" if "val_acc" in last else ""))
+    if res.test is not None:
+        print(res.test.summary())
+    print(f"weights: {res.weights}\nlog: {res.out_dir / 'log.jsonl'}  curves: {res.out_dir / 'curves.png'}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .evaluate import compare, evaluate
+    from .report import eval_report
+    from .weights import load
+
+    src = a.model
+    model = None
+    if not Path(src).suffix in (".onnx", ".pt", ".ts"):
+        model = load(src)
+        dataset = a.dataset or model.zoo_meta["dataset"]
+    else:
+        from export import load_exported
+
+        dataset = a.dataset or json.loads(json.dumps(load_exported(src).meta)).get("dataset") or ""
+        if not dataset:
+            raise SystemExit("error: --dataset is required for an exported file")
+    backends = a.compare.split(",") if a.compare else [a.backend]
+    results = []
+    for b in backends:
+        target = model if model is not None else src
+        r = evaluate(target, dataset, backend=b, device=a.device, batch_size=a.batch_size, split=a.split, tta=a.tta)
+        print(r.summary())
+        results.append(r)
+    comparison = compare(results) if len(results) > 1 else None
+    if comparison:
+        for row in comparison["rows"]:
+            print("  " + "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    out = Path(a.out or Path("reports") / (results[0].model.replace("/", "_")))
+    run_log = a.run_log
+    files = eval_report(results, out, model=None if a.no_figures else model, run_log=Path(run_log) if run_log else None,
+                        comparison=comparison)
+    print(f"report: {files['html']}  ({files['md'].name}, {files['json'].name})")
+    return 0
+
+
+def cmd_experiment(a) -> int:
+    from .experiments import run_experiment
+
+    files = run_experiment(a.family, a.dataset, epochs=a.epochs, out_dir=Path(a.out) if a.out else None,
+                           device=a.device, seed=a.seed, progress=not a.no_progress)
+    print(f"report: {files['html']}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    """Ingest MNIST, train LeNet-5, evaluate on three backends, export ONNX + TorchScript, write the report."""
+    from export import to_onnx, to_torchscript
+
+    from .data import ingest
+    from .engine import train
+    from .evaluate import compare, evaluate
+    from .report import eval_report
+
+    out = Path(a.out)
+    ingest("mnist", a.root)
+    res = train("lenet5", "mnist", "fast_lenet", epochs=a.epochs, out_dir=out / "run")
+    model = res.model.cpu().eval()
+    results = [evaluate(model, "mnist", backend=b) for b in ("torch", "torchscript", "onnxruntime")]
+    for r in results:
+        print(r.summary())
+    comparison = compare(results)
+    import torch
+
+    example = torch.zeros(1, 1, 28, 28)
+    onnx_path = to_onnx(model, example, out / "lenet5.mnist.onnx")
+    ts_path = to_torchscript(model, example, out / "lenet5.mnist.pt")
+    files = eval_report(results, out, model=model, run_log=res.out_dir / "log.jsonl", comparison=comparison)
+    print(f"exported: {onnx_path}, {ts_path}\nreport: {files['html']}")
+    return 0
+
+
+def cmd_publish(a) -> int:
+    from .weights import publish
+
+    tag = publish(Path(a.weights), url=a.url)
+    print(f"published {tag}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import ZooError
+
+    args = parser().parse_args(argv)
+    try:
+        return globals()[f"cmd_{args.cmd}"](args)
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

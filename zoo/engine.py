@@ -1,0 +1,383 @@
+"""The one training loop for every model: optimisers, schedules, checkpoints/resume, DDP, logging."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import Loader, open_split
+from .data.specs import DATASETS
+from .errors import ZooError
+from .recipes import Recipe, default_recipe, get_recipe
+
+
+class NaNLossError(ZooError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    out_dir: Path
+    weights: Path
+    history: list[dict]
+    test: Any  # EvalResult
+    train_seconds: float
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        return out if len(out) == 40 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def lr_factor(rec: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base LR at optimizer step `step` (a pure function: resumes exactly)."""
+    warm = rec.warmup_epochs * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    if rec.schedule == "constant":
+        return 1.0
+    if rec.schedule == "step":
+        return rec.gamma ** (step // max(1, rec.step_epochs * steps_per_epoch))
+    t = (step - warm) / max(1, total - warm)
+    if rec.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    if rec.schedule == "onecycle":  # linear up for 25%, linear down to ~0
+        peak = 0.25
+        return 0.1 + 0.9 * step / (peak * total) if step < peak * total else max(0.0, (total - step) / ((1 - peak) * total))
+    raise ZooError(f"unknown schedule {rec.schedule!r}; valid: constant, step, cosine, onecycle")
+
+
+def make_optimizer(rec: Recipe, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # No weight decay on BatchNorm and biases: "L2" means the weights.
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": rec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if rec.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=rec.lr, fused=fused or None)
+    if rec.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=rec.lr, fused=fused or None)
+    if rec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=rec.lr, momentum=rec.momentum, nesterov=rec.nesterov, fused=fused or None)
+    raise ZooError(f"unknown optimizer {rec.optimizer!r}; valid: adam, adamw, sgd")
+
+
+def split_indices(n_labels: np.ndarray, rec: Recipe, seed: int, train_subset: int | None):
+    """Deterministic train/validation split of the train set, and the optional N-per-class subset."""
+    labels = n_labels
+    rng = np.random.default_rng([seed, 7])
+    order = rng.permutation(len(labels))
+    n_val = int(round(len(labels) * rec.val_fraction))
+    val, train = np.sort(order[:n_val]), order[n_val:]
+    if train_subset:
+        keep = [train[labels[train] == c][:train_subset] for c in np.unique(labels)]
+        train = np.concatenate(keep)
+    return np.sort(train), val
+
+
+def build_model(name_or_model, dataset: str, classes: list[str], shape, rec: Recipe, init: str | None,
+                train_last: int | None) -> tuple[nn.Module, str]:
+    from .registry import create_model
+
+    h, w, c = shape
+    if isinstance(name_or_model, nn.Module):
+        model, name = name_or_model, getattr(name_or_model, "zoo_name", type(name_or_model).__name__)
+    else:
+        name = name_or_model
+        model = create_model(name, dataset=dataset if dataset in DATASETS else None, num_classes=len(classes),
+                             in_chans=c, img_size=h, **rec.model)
+    if init:
+        load_init(model, init, len(classes))
+    if train_last:
+        model.freeze(train_last)
+    return model, name
+
+
+def load_init(model: nn.Module, init: str, num_classes: int) -> None:
+    """--init torchvision:PATH (ImageNet ResNet-18 state dict) or zoo:TAG (a zoo checkpoint); the head is
+    replaced when the class count differs."""
+    kind, _, ref = init.partition(":")
+    if kind == "torchvision":
+        if not Path(ref).exists():
+            raise ZooError(f"--init torchvision:{ref}: file not found")
+        state = torch.load(ref, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    elif kind == "zoo":
+        from .weights import load
+
+        state = load(ref).state_dict()
+    elif kind == "xavier":
+        from .registry import init_weights
+
+        return init_weights(model, "xavier")
+    else:
+        raise ZooError(f"--init {init!r}: expected torchvision:PATH, zoo:TAG or xavier")
+    head = model.get_classifier()
+    head_keys = {k for k in state if k.startswith("fc.")}
+    if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != num_classes:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ZooError(f"--init {init}: state dict does not fit {type(model).__name__}: "
+                       f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if head.out_features != num_classes:
+        model.reset_classifier(num_classes)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, epochs: int | None = None,
+          out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
+          init: str | None = None, train_last: int | None = None, train_subset: int | None = None,
+          compile: bool | None = None, channels_last: bool | None = None, bf16: bool | None = None,
+          tensorboard: bool = False, progress: bool = True, evaluate_test: bool = True, fp16_weights: bool = False,
+          labels: str = "fine", **overrides) -> TrainResult:
+    """Train a registered model (or any ZooModel) on an ingested dataset; returns the trained model,
+    its history and its test evaluation. Writes log.jsonl, curves.png, checkpoint.pt and model.safetensors."""
+    from .evaluate import evaluate
+    from .weights import save_weights
+
+    name_for_recipe = model_or_name if isinstance(model_or_name, str) else None
+    rec = get_recipe(recipe or (default_recipe(name_for_recipe) if name_for_recipe else "adam"),
+                     epochs=epochs, **overrides)
+    rank, world = _dist()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    cuda = dev.type == "cuda"
+    compile = cuda if compile is None else compile
+    channels_last = cuda if channels_last is None else channels_last
+    bf16 = cuda if bf16 is None else bf16
+    torch.manual_seed(seed)
+    if not cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    data = open_split(dataset, "train", labels=labels)
+    spec = DATASETS.get(dataset)
+    has_val = bool(spec and spec.has_val)
+    train_idx, val_idx = split_indices(data.labels, rec if not has_val else Recipe(val_fraction=0.0), seed,
+                                       train_subset)
+    model, name = build_model(model_or_name, dataset, data.classes, data.images.shape[1:], rec, init, train_last)
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    augment = rec.augment if rec.augment != "auto" else ("mnist" if data.images.shape[-1] == 1 else "crop_flip")
+    backend = "gpu" if cuda else "native"
+    train_loader = Loader(data, rec.batch_size, augment=augment, shuffle=True, drop_last=True, seed=seed,
+                          backend=backend, device=dev, channels_last=channels_last, indices=train_idx,
+                          shard=(rank, world), dtype=torch.bfloat16 if bf16 and cuda else torch.float32)
+    if len(train_loader) == 0:
+        raise ZooError(f"batch_size {rec.batch_size} is larger than the {len(train_idx)} training images per rank")
+    val_data = open_split(dataset, "valid", labels=labels) if has_val else data
+    val_loader = None
+    if has_val or len(val_idx):
+        val_loader = Loader(val_data, 1024, augment=None, shuffle=False, backend=backend, device=dev,
+                            channels_last=channels_last, indices=None if has_val else val_idx)
+
+    out = Path(out_dir or Path("runs") / f"{name}.{dataset}")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    opt = make_optimizer(rec, model, fused=cuda)  # one fused kernel per step on CUDA
+    steps_per_epoch = len(train_loader)
+    total = rec.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(rec, s, total, steps_per_epoch))
+    start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        if ck["model_name"] != name or ck["num_classes"] != len(data.classes):
+            raise ZooError(f"{ckpt_path}: checkpoint is for {ck['model_name']} with {ck['num_classes']} classes, "
+                           f"not {name} with {len(data.classes)}; use another --out or drop --resume")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, history, best, bad_epochs = ck["epoch"] + 1, ck["history"], ck["best"], ck["bad_epochs"]
+        train_seconds = ck.get("train_seconds", 0.0)
+    elif not resume and rank == 0:
+        for f in ("log.jsonl", "steps.jsonl"):
+            (out / f).unlink(missing_ok=True)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
+    # On CUDA, CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models.
+    fwd = torch.compile(net, mode="reduce-overhead" if cuda else None) if compile else net
+    writer = _tensorboard(out) if tensorboard and rank == 0 else None
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    steps_log = open(out / "steps.jsonl", "a") if rank == 0 else None
+
+    for epoch in range(start_epoch, rec.epochs):
+        torch.manual_seed(seed * 100003 + epoch)  # dropout etc.: a function of (seed, epoch), so resume is exact
+        train_loader.set_epoch(epoch)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        bar = _bar(progress and rank == 0, steps_per_epoch, f"{name} {epoch + 1}/{rec.epochs}")
+        for i, (x, y) in enumerate(train_loader):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = fwd(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=rec.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if rec.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if steps_log and (i % 10 == 0 or not cuda):
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    raise NaNLossError(f"loss became {lv} at epoch {epoch + 1} step {i}; the last good checkpoint "
+                                       f"is {ckpt_path if ckpt_path.exists() else '(none yet)'}; lower the LR")
+                steps_log.write(json.dumps({"epoch": epoch, "step": epoch * steps_per_epoch + i, "loss": lv,
+                                            "lr": sched.get_last_lr()[0]}) + "\n")
+                if bar:
+                    bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
+            if bar:
+                bar.update(1)
+        if cuda:
+            torch.cuda.synchronize()
+        epoch_time = time.perf_counter() - t0
+        train_seconds += epoch_time
+        if bar:
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", img_s=f"{seen * world / epoch_time:.0f}")
+            bar.close()
+        train_loss = float(loss_sum) / seen
+        if not math.isfinite(train_loss):
+            raise NaNLossError(f"loss became {train_loss} in epoch {epoch + 1}; the last good checkpoint is "
+                               f"{ckpt_path if ckpt_path.exists() else '(none yet)'}; lower the LR")
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": float(correct) / seen,
+               "lr": sched.get_last_lr()[0], "epoch_seconds": epoch_time, "images_per_s": seen * world / epoch_time}
+        if rank == 0:
+            if val_loader is not None:
+                row["val_loss"], row["val_acc"] = _validate(model, val_loader, bf16, dev)
+            history.append(row)
+            log.write(json.dumps(row) + "\n")
+            log.flush(), steps_log.flush()
+            if writer:
+                for k, v in row.items():
+                    writer.add_scalar(k, v, epoch + 1)
+            score = row.get("val_acc", row["train_acc"])
+            best, bad_epochs = (score, 0) if score > best else (best, bad_epochs + 1)
+            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
+                          "model_name": name, "num_classes": len(data.classes), "recipe": rec.to_dict(),
+                          "train_seconds": train_seconds}, ckpt_path)
+        if world > 1:
+            torch.distributed.barrier()
+        if rec.patience and bad_epochs >= rec.patience:
+            if rank == 0 and progress:
+                print(f"early stop: no validation improvement for {rec.patience} epochs")
+            break
+    if log:
+        log.close(), steps_log.close()
+    if writer:
+        writer.close()
+    model.eval()
+    result_test = None
+    weights = out / "model.safetensors"
+    if rank == 0:
+        if cuda:
+            model.to(memory_format=torch.contiguous_format)
+        meta = {
+            "tag": f"{name}.{dataset}", "model": name, "dataset": dataset, "classes": list(data.classes),
+            "num_classes": len(data.classes), "mean": data.norm[0], "std": data.norm[1],
+            "input_size": [data.images.shape[3], data.images.shape[1], data.images.shape[2]],
+            "config_overrides": rec.model, "recipe": rec.to_dict() | {"name": recipe if isinstance(recipe, str) else
+                                                                      default_recipe(name) if name_for_recipe else None,
+                                                                      "seed": seed, "init": init,
+                                                                      "train_last": train_last,
+                                                                      "train_subset": train_subset},
+            "epochs_run": len(history), "train_seconds": round(train_seconds, 2), "device": _device_name(dev),
+            "torch": torch.__version__, "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+        }
+        model.zoo_meta = meta
+        if evaluate_test:
+            try:
+                result_test = evaluate(model, dataset, device=str(dev), batch_size=1024)
+                tta = evaluate(model, dataset, device=str(dev), batch_size=1024, tta=True) \
+                    if data.images.shape[-1] == 3 else None  # flip TTA: meaningless for digits
+                meta["metrics"] = {"top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
+                                   "top1_flip_tta": tta.top1 if tta else None,
+                                   "macro_f1": result_test.macro["f1"], "split": "test",
+                                   "per_class_accuracy": result_test.per_class_accuracy,
+                                   "evaluated_with": "zoo.evaluate, backend torch"}
+            except ZooError as e:
+                print(f"note: no test evaluation: {e}")
+        meta = save_weights(model, weights, meta, fp16=fp16_weights)
+        model.zoo_meta = meta
+        (out / "result.json").write_text(json.dumps({"meta": meta, "history": history}, indent=1))
+        from .report import plot_curves
+
+        plot_curves(history, out / "curves.png", title=f"{name} on {dataset}")
+    return TrainResult(model, out, weights, history, result_test, train_seconds)
+
+
+def _validate(model, loader, bf16, dev) -> tuple[float, float]:
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        for x, y in loader:
+            out = model(x).float()
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            n += len(y)
+    model.train()
+    return loss / n, correct / n
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, mininterval=1.0)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("note: tensorboard is not installed (pip install 'zoo[tensorboard]'); skipping")
+        return None
+    return SummaryWriter(str(out / "tb"))

@@ -1,0 +1,191 @@
+"""One evaluation harness for every backend: torch (CPU/CUDA), TorchScript and ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import metrics
+from .errors import ZooError, suggest
+
+EVAL_BACKENDS = ("torch", "torchscript", "onnxruntime", "auto")
+# backend="auto": the fastest backend measured by bench/test_inference.py on each device kind
+# (see README, "Benchmarks"): ONNX Runtime on CPU, eager torch on CUDA.
+AUTO_BACKEND = {"cpu": "onnxruntime", "cuda": "torch"}
+
+
+@dataclass
+class EvalResult:
+    model: str
+    dataset: str
+    split: str
+    backend: str
+    device: str
+    num_samples: int
+    classes: list[str]
+    top1: float
+    top5: float | None
+    loss: float
+    confusion: list[list[int]]
+    per_class_accuracy: list[float]
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    macro: dict[str, float]
+    weighted: dict[str, float]
+    misclassified: list[dict[str, Any]]
+    throughput: dict[str, float]
+    tta: bool = False
+    logits: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("logits")
+        return d
+
+    def save_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+
+    def summary(self) -> str:
+        t5 = f"  top-5 {self.top5 * 100:.2f}%" if self.top5 is not None else ""
+        tp = self.throughput
+        return (f"{self.model} on {self.dataset}/{self.split} [{self.backend}, {self.device}]: "
+                f"top-1 {self.top1 * 100:.2f}%{t5}  loss {self.loss:.4f}  macro-F1 {self.macro['f1'] * 100:.2f}%  "
+                f"{tp['images_per_s']:.0f} img/s (batch {tp['batch_size']}, p50 {tp['latency_p50_ms']:.2f} ms, "
+                f"p95 {tp['latency_p95_ms']:.2f} ms)")
+
+
+def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
+    """A callable: float NCHW batch (on `device`) -> logits tensor. Also returns the model's name and meta."""
+    from .weights import load
+
+    if isinstance(model_or_path, (str, os.PathLike)):
+        p = Path(model_or_path)
+        if p.suffix in (".onnx", ".pt", ".ts"):
+            from export import load_exported
+
+            fn = load_exported(p, device=device)
+            return fn, fn.meta.get("tag", p.stem), fn.meta
+        model_or_path = load(model_or_path)
+    model: nn.Module = model_or_path
+    meta = getattr(model, "zoo_meta", {})
+    name = meta.get("tag") or getattr(model, "zoo_name", type(model).__name__)
+    model = model.eval().to(device)
+    if backend == "torch":
+        return model, name, meta
+    from export import load_exported, to_onnx, to_torchscript
+
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-eval-"))
+    if backend == "torchscript":
+        path = to_torchscript(model, example.cpu(), tmp / "model.pt", verify=False, meta=meta)
+    else:
+        path = to_onnx(model.cpu(), example.cpu(), tmp / "model.onnx", verify=False, meta=meta)
+        model.to(device)
+    return load_exported(path, device=device), name, meta
+
+
+def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str = "cpu", batch_size: int = 1024,
+             split: str = "test", tta: bool = False, max_misclassified: int = 200, warmup: int = 2) -> EvalResult:
+    """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split."""
+    from .data import loader
+
+    if backend not in EVAL_BACKENDS:
+        raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZooError("device 'cuda' requested but CUDA is not available")
+    if backend == "auto":
+        backend = AUTO_BACKEND["cuda" if device.startswith("cuda") else "cpu"]
+    ld = loader(dataset, split, batch_size, augment=None, shuffle=False,
+                backend="gpu" if device.startswith("cuda") else "native", device=device)
+    _, h, w, c = ld.data.images.shape
+    example = torch.zeros(1, c, h, w, device=device)
+    fn, name, meta = runner_for(model_or_path, backend, device, example)
+    _check_compatible(meta, fn, ld, c, h, w, name)
+    n_cls = len(ld.classes)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def forward(x):
+        out = fn(x)
+        if tta:  # horizontal-flip test-time augmentation: average the two views' logits
+            out = (out + fn(x.flip(3))) / 2
+        return out
+
+    with torch.inference_mode():
+        it = iter(ld)
+        first = next(it)
+        for _ in range(warmup):  # warm-up: lazy init, kernel selection, ORT arena growth
+            forward(first[0])
+        sync()
+        logits, times = [], []
+        for x, y in [first, *it]:
+            t0 = time.perf_counter()
+            out = forward(x)
+            sync()
+            times.append(time.perf_counter() - t0)
+            logits.append(out.float().cpu())
+        sync()
+    logits_t = torch.cat(logits)
+    if logits_t.shape[1] != n_cls:
+        raise ZooError(f"model {name} outputs {logits_t.shape[1]} classes but {dataset} has {n_cls}")
+    y = torch.from_numpy(ld.data.labels.astype(np.int64))
+    loss = float(F.cross_entropy(logits_t, y))
+    probs = logits_t.softmax(1)
+    conf, pred = probs.max(1)
+    yn, pn = y.numpy(), pred.numpy()
+    cm = metrics.confusion_matrix(yn, pn, n_cls)
+    m = metrics.from_confusion(cm)
+    wrong = np.flatnonzero(yn != pn)
+    wrong = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")][:max_misclassified]
+    lat = np.array(times) * 1000
+    return EvalResult(
+        model=name, dataset=dataset, split=split, backend=backend, device=device, num_samples=len(yn),
+        classes=list(ld.classes), top1=m["accuracy"],
+        top5=metrics.topk_accuracy(logits_t.numpy(), yn, 5) if n_cls > 5 else None, loss=loss,
+        confusion=cm.tolist(), per_class_accuracy=m["per_class_accuracy"], precision=m["precision"],
+        recall=m["recall"], f1=m["f1"], support=m["support"], macro=m["macro"], weighted=m["weighted"],
+        misclassified=[{"index": int(i), "true": int(yn[i]), "pred": int(pn[i]), "confidence": float(conf[i])}
+                       for i in wrong],
+        throughput={"images_per_s": len(yn) / lat.sum() * 1000, "batch_size": batch_size,
+                    "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95))},
+        tta=tta, logits=logits_t.numpy(),
+    )
+
+
+def _check_compatible(meta, fn, ld, c, h, w, name) -> None:
+    want = meta.get("input_size")
+    if want and list(want) != [c, h, w]:
+        raise ZooError(f"model {name} expects input {want} (C,H,W) but {ld.data.dataset} images are {[c, h, w]}; "
+                       "evaluate it on the dataset it was trained for")
+    n_model = len(meta["classes"]) if meta.get("classes") else getattr(getattr(fn, "fc", None), "out_features", None)
+    if n_model is not None and n_model != len(ld.classes):
+        raise ZooError(f"model {name} has {n_model} classes but {ld.data.dataset} has {len(ld.classes)}; "
+                       "evaluate it on the dataset it was trained for")
+
+
+def compare(results: list[EvalResult]) -> dict:
+    """Accuracy, prediction agreement and max |Δlogit| of each backend against the first."""
+    ref = results[0]
+    rows = []
+    for r in results:
+        rows.append({
+            "backend": r.backend, "device": r.device, "top1": r.top1,
+            "agreement_with_" + ref.backend: float((r.predictions == ref.predictions).mean()),
+            "max_abs_logit_diff": float(np.abs(r.logits - ref.logits).max()),
+            "images_per_s": r.throughput["images_per_s"],
+        })
+    return {"reference": ref.backend, "rows": rows}

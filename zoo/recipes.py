@@ -1,0 +1,85 @@
+"""Training recipes are data: a name -> hyper-parameters table. Overrides replace any field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import ZooError, suggest
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 10
+    weight_decay: float = 0.0  # the "L2" variants
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False
+    schedule: str = "constant"  # constant | step | cosine | onecycle
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10  # step schedule: multiply by gamma every step_epochs
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm (0: off)
+    augment: str = "auto"  # auto: crop+flip for colour datasets, small crop for MNIST
+    patience: int = 0  # early stopping on validation accuracy (0: off)
+    val_fraction: float = 0.1  # carved from train when the dataset has no validation split
+    model: dict = field(default_factory=dict)  # model config overrides, e.g. {"dropout": 0.2}
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+R = Recipe
+RECIPES: dict[str, Recipe] = {
+    # The classic settings people compare.
+    "adam": R(),
+    "adam_lr1e-2": R(lr=1e-2),
+    "sgd": R(optimizer="sgd", lr=1e-2, momentum=0.9),
+    "l2_1e-5": R(weight_decay=1e-5),
+    "l2_5e-4": R(weight_decay=5e-4),
+    "dropout": R(model={"dropout": 0.2}),
+    "batchnorm": R(model={"bn": True}),
+    "no_batchnorm": R(model={"bn": False}),
+    "resnet_base": R(optimizer="adam", lr=1e-3, batch_size=128, epochs=15, weight_decay=5e-4),
+    "resnet_low_lr": R(optimizer="adam", lr=1e-4, batch_size=128, epochs=15, weight_decay=5e-4),
+    "resnet_sgd": R(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, batch_size=128, epochs=15,
+                    weight_decay=5e-4, schedule="cosine"),
+    # Fast recipes, tuned for accuracy per second of training.
+    "fast_lenet": R(optimizer="adamw", lr=3e-3, batch_size=256, epochs=20, weight_decay=5e-4, schedule="onecycle",
+                    label_smoothing=0.05, val_fraction=0.02),
+    "fast_mlp": R(optimizer="adamw", lr=2e-3, batch_size=256, epochs=20, weight_decay=1e-4, schedule="onecycle",
+                  val_fraction=0.02),
+    "fast_convnet": R(optimizer="sgd", lr=0.05, nesterov=True, batch_size=256, epochs=40, weight_decay=5e-4,
+                      schedule="onecycle", label_smoothing=0.1, augment="crop_flip_cutout", val_fraction=0.02,
+                      model={"dropout": 0.3}),
+    "fast_resnet9": R(optimizer="sgd", lr=0.4, nesterov=True, batch_size=512, epochs=24, weight_decay=5e-4,
+                      schedule="onecycle", label_smoothing=0.2, augment="crop_flip_cutout", val_fraction=0.02),
+    "fast_resnet18": R(optimizer="sgd", lr=0.2, nesterov=True, batch_size=512, epochs=60, weight_decay=5e-4,
+                       schedule="onecycle", label_smoothing=0.1, augment="crop_flip_cutout", val_fraction=0.02),
+}
+
+FAST_RECIPE = {"lenet": "fast_lenet", "mlp": "fast_mlp", "convnet": "fast_convnet", "resnet": "fast_resnet18"}
+
+
+def default_recipe(model_name: str) -> str:
+    from .registry import model_family
+
+    if model_name == "resnet9":
+        return "fast_resnet9"
+    return FAST_RECIPE[model_family(model_name)]
+
+
+def get_recipe(name: str | Recipe, **overrides) -> Recipe:
+    if isinstance(name, Recipe):
+        base = name
+    elif name in RECIPES:
+        base = RECIPES[name]
+    else:
+        raise ZooError(f"unknown recipe {name!r}; {suggest(str(name), RECIPES, 'recipes')}")
+    valid = {f.name for f in fields(Recipe)}
+    bad = set(overrides) - valid
+    if bad:
+        raise ZooError(f"unknown recipe field(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(valid))}")
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,243 @@
+"""Reports: JSON, Markdown and a self-contained HTML page (PNG figures inlined as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def plot_curves(history: list[dict] | dict[str, list[dict]], path: Path | None = None, title: str = "") -> bytes:
+    """Loss and accuracy per epoch; a dict of histories overlays several runs."""
+    plt = _plt()
+    runs = history if isinstance(history, dict) else {"": history}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, h in runs.items():
+        ep = [r["epoch"] for r in h]
+        a1.plot(ep, [r["train_loss"] for r in h], label=f"{label} train".strip())
+        if h and "val_loss" in h[0]:
+            a1.plot(ep, [r["val_loss"] for r in h], "--", label=f"{label} val".strip())
+        a2.plot(ep, [r["train_acc"] for r in h], label=f"{label} train".strip())
+        if h and "val_acc" in h[0]:
+            a2.plot(ep, [r["val_acc"] for r in h], "--", label=f"{label} val".strip())
+    a1.set(xlabel="epoch", ylabel="loss", title="loss")
+    a2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.suptitle(title)
+    png = _png(fig)
+    if path:
+        Path(path).write_bytes(png)
+    return png
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], normalise: bool) -> bytes:
+    plt = _plt()
+    cm = np.asarray(cm, dtype=np.float64)
+    show = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    n = len(classes)
+    size = min(14, 3 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(show, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                v = f"{show[i, j]:.2f}" if normalise else f"{int(show[i, j])}"
+                ax.text(j, i, v, ha="center", va="center", fontsize=6,
+                        color="white" if show[i, j] > show.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalise else ""))
+    return _png(fig)
+
+
+def plot_per_class(acc: list[float], classes: list[str]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(classes)), 3.5))
+    ax.bar(range(len(acc)), np.asarray(acc) * 100)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set(ylabel="accuracy %", title="per-class accuracy", ylim=(0, 100))
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_gallery(images: np.ndarray, items: list[dict], classes: list[str], k: int = 24) -> bytes:
+    plt = _plt()
+    items = items[:k]
+    cols = 8
+    rows = max(1, -(-len(items) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, it in zip(np.ravel(axes), items):
+        img = images[it["index"]]
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.set_title(f"{classes[it['true']][:9]}→{classes[it['pred']][:9]}\n{it['confidence']:.2f}", fontsize=7)
+    fig.suptitle("misclassified (true→predicted, confidence)")
+    return _png(fig)
+
+
+def features_and_activations(model, images_nchw, labels):
+    """Penultimate features for t-SNE, and each conv layer's activation maps for the first image."""
+    import torch
+
+    acts = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: acts.setdefault(n, o[0].detach().float().cpu()))
+             for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(images_nchw[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.inference_mode():
+        feats = torch.cat([model.forward_features(images_nchw[i : i + 256]).float().cpu()
+                           for i in range(0, len(images_nchw), 256)])
+    return feats.numpy(), acts
+
+
+def plot_tsne(feats: np.ndarray, labels: np.ndarray, classes: list[str]) -> bytes:
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=0).fit_transform(feats)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10" if len(classes) <= 10 else "nipy_spectral", s=4)
+    if len(classes) <= 10:
+        ax.legend(sc.legend_elements()[0], classes, fontsize=7, loc="best")
+    ax.set(title="t-SNE of penultimate-layer features", xticks=[], yticks=[])
+    return _png(fig)
+
+
+def plot_activations(acts: dict, max_maps: int = 8) -> bytes:
+    plt = _plt()
+    names = list(acts)
+    fig, axes = plt.subplots(len(names), max_maps, figsize=(max_maps * 1.2, len(names) * 1.3), squeeze=False)
+    for r, n in enumerate(names):
+        a = acts[n]
+        for c in range(max_maps):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < a.shape[0]:
+                ax.imshow(a[c].numpy(), cmap="viridis")
+        axes[r, 0].set_title(n, fontsize=7, loc="left")
+    fig.suptitle("activation maps (first channels of each conv) for one test image")
+    return _png(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' \
+           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def _table(rows: list[dict]) -> tuple[str, str]:
+    """(markdown, html) of a list of same-keyed dicts."""
+    if not rows:
+        return "", ""
+    keys = list(rows[0])
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    md = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+    md += "".join("| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |\n" for r in rows)
+    th = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    tr = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(k, '')))}</td>" for k in keys) + "</tr>" for r in rows)
+    return md, f"<table><tr>{th}</tr>{tr}</table>"
+
+
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+       "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}figure{display:inline-block;"
+       "margin:0.5em}img{max-width:100%}")
+
+
+def write_report(out_dir: Path, title: str, sections: list[tuple[str, str, str]], data: dict) -> dict[str, Path]:
+    """sections: (heading, markdown, html). Writes report.json, report.md, report.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(data, indent=1, default=str))
+    md = f"# {title}\n\n" + "".join(f"## {h}\n\n{m}\n\n" for h, m, _ in sections)
+    (out_dir / "report.md").write_text(md)
+    body = "".join(f"<h2>{html.escape(h)}</h2>{x}" for h, _, x in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    (out_dir / "report.html").write_text(page)
+    return {k: out_dir / f"report.{k}" for k in ("json", "md", "html")}
+
+
+def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = None, comparison: dict | None = None,
+                tsne_samples: int = 1000) -> dict[str, Path]:
+    """The evaluation report for one model: metrics, confusion matrices, per-class bars, gallery, curves,
+    t-SNE and activation maps (the last two need the torch model)."""
+    from .data import loader, open_split
+
+    r = results[0]
+    classes = r.classes
+    split = open_split(r.dataset, r.split)
+    rows = [{"class": c, "accuracy": a, "precision": p, "recall": rc, "f1": f, "support": s}
+            for c, a, p, rc, f, s in zip(classes, r.per_class_accuracy, r.precision, r.recall, r.f1, r.support)]
+    summary = [{"backend": x.backend, "device": x.device, "top1": x.top1, "top5": x.top5 if x.top5 is not None else "",
+                "loss": x.loss, "macro_f1": x.macro["f1"], "weighted_f1": x.weighted["f1"],
+                "img_per_s": x.throughput["images_per_s"], "p50_ms": x.throughput["latency_p50_ms"],
+                "p95_ms": x.throughput["latency_p95_ms"]} for x in results]
+    sections = [("Summary", *_table(summary))]
+    if comparison:
+        sections.append(("Backend comparison", *_table(comparison["rows"])))
+    sections.append(("Per-class metrics", *_table(rows)))
+    figs = [("confusion matrix (counts)", plot_confusion(np.array(r.confusion), classes, False)),
+            ("confusion matrix (row-normalised)", plot_confusion(np.array(r.confusion), classes, True)),
+            ("per-class accuracy", plot_per_class(r.per_class_accuracy, classes))]
+    if r.misclassified:
+        figs.append(("misclassified examples", plot_gallery(split.images, r.misclassified, classes)))
+    if run_log and Path(run_log).exists():
+        hist = [json.loads(line) for line in Path(run_log).read_text().splitlines() if line.strip()]
+        if hist:
+            figs.append(("training curves", plot_curves(hist)))
+    if model is not None and hasattr(model, "forward_features"):
+        import torch
+
+        ld = loader(r.dataset, r.split, 512, augment=None, shuffle=False)
+        xs, n = [], 0
+        for x, _ in ld:
+            xs.append(x.clone())
+            n += len(x)
+            if n >= tsne_samples:
+                break
+        x = torch.cat(xs)[:tsne_samples]
+        model = model.cpu().eval()
+        feats, acts = features_and_activations(model, x, split.labels[:tsne_samples])
+        figs.append(("t-SNE of penultimate features", plot_tsne(feats, split.labels[: len(x)], classes)))
+        if acts:
+            figs.append(("activation maps", plot_activations(acts)))
+    pngs = out_dir / "figures"
+    pngs.mkdir(parents=True, exist_ok=True)
+    md_figs, html_figs = "", ""
+    for i, (name, png) in enumerate(figs):
+        fn = f"{i:02d}_{name.split(' (')[0].replace(' ', '_').replace('-', '_')}.png"
+        (pngs / fn).write_bytes(png)
+        md_figs += f"![{name}](figures/{fn})\n\n"
+        html_figs += _img(png, name)
+    sections.append(("Figures", md_figs, html_figs))
+    data = {"results": [x.to_dict() for x in results], "comparison": comparison}
+    return write_report(out_dir, f"{r.model} on {r.dataset}/{r.split}", sections, data)
