@@ -97,6 +97,8 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, d
                 break
             except Exception as e:  # try the next exporter, report all if none works
                 errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(e).__name__}: {e}")
+        if fp16:
+            model.float()  # verification compares against the caller's fp32 model
         if used is None:
             raise ExportError("ONNX export failed:\n" + "\n".join(errors))
         proto = onnx.load(str(tmp))
@@ -108,10 +110,9 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, d
         onnx.checker.check_model(str(tmp), full_check=True)
         report = None
         if verify:
-            report = verify_artifact(model, tmp, example, verify_inputs, fp16=fp16)
+            report = verify_artifact(model, tmp, example, verify_inputs, fp16=fp16,
+                                     batches=None if dynamic_batch else (len(example),))
             report["exporter"] = used
-        if fp16:
-            model.float()
         return _atomic_finish(tmp, path, report)
     finally:
         if fp16:
@@ -214,7 +215,7 @@ class Exported:
             raise ExportError(f"{self.path}: input must be a float tensor, got "
                               f"{getattr(x, 'dtype', type(x).__name__)}")
         want = self.input_shape
-        if want and (x.ndim != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want[1:], x.shape[1:]))):
+        if want and (x.ndim != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want, x.shape))):
             raise ExportError(f"{self.path}: input shape {list(x.shape)} does not match the model's {list(want)}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,14 +240,14 @@ def load_exported(path, device: str = "cpu") -> Exported:
 
 
 def verify_artifact(model: nn.Module, artifact: Path, example: torch.Tensor,
-                    inputs: list[torch.Tensor] | None = None, *, fp16: bool = False, big_batch: int = 256) -> dict:
+                    inputs: list[torch.Tensor] | None = None, *, fp16: bool = False,
+                    batches: tuple[int, ...] | None = (1, 256)) -> dict:
     """Compare an artifact with eager PyTorch on random inputs (batch 1 and a large batch) and on any
     given real inputs. Raises ExportError (leaving nothing behind) when max |Δlogit| or top-1 agreement fails."""
     run = Exported(artifact)
     g = torch.Generator().manual_seed(0)
     shape = tuple(example.shape[1:])
-    checks = [("random_batch1", torch.randn((1, *shape), generator=g)),
-              (f"random_batch{big_batch}", torch.randn((big_batch, *shape), generator=g))]
+    checks = [(f"random_batch{b}", torch.randn((b, *shape), generator=g)) for b in batches or (1, 256)]
     checks += [(f"real_{i}", x.cpu().float()) for i, x in enumerate(inputs or [])]
     tol = TOLERANCE_FP16 if fp16 else TOLERANCE
     report: dict[str, Any] = {"artifact": str(artifact.name), "backend": run.kind, "tolerance": tol, "checks": []}

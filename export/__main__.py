@@ -84,15 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             batch = 1 if args.format == "torchscript" or args.batch == "dynamic" else int(args.batch)
             example = torch.zeros(batch, c, h, w)
             inputs = [] if args.no_verify else real_inputs(meta["dataset"], args.max_real)
-            stem = out / meta["tag"]
             if args.format == "onnx":
                 if args.batch != "dynamic":
                     inputs = [x[: int(args.batch)] for x in inputs if len(x) >= int(args.batch)][:1]
-                path = to_onnx(model, example, stem.with_suffix(".onnx"), opset=args.opset,
+                path = to_onnx(model, example, out / f"{meta['tag']}.onnx", opset=args.opset,
                                dynamic_batch=args.batch == "dynamic", fp16=args.fp16, verify=not args.no_verify,
                                verify_inputs=inputs)
             else:
-                path = to_torchscript(model, example, stem.with_suffix(".pt"), verify=not args.no_verify,
+                path = to_torchscript(model, example, out / f"{meta['tag']}.pt", verify=not args.no_verify,
                                       verify_inputs=inputs)
             note = "" if args.no_verify else f" (verified: {path.name}.verify.json)"
             print(f"{tag}: wrote {path}{note}")

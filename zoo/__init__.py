@@ -28,12 +28,12 @@ train.__doc__ = "See zoo.engine.train."
 
 
 def evaluate(*args, **kwargs):
-    from .evaluate import evaluate as _evaluate
+    from .evaluation import evaluate as _evaluate
 
     return _evaluate(*args, **kwargs)
 
 
-evaluate.__doc__ = "See zoo.evaluate.evaluate."
+evaluate.__doc__ = "See zoo.evaluation.evaluate."
 
 
 def load_exported(path, device: str = "cpu"):

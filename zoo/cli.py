@@ -91,7 +91,7 @@ def cmd_info(_) -> int:
 
     from . import __version__
     from .data import native
-    from .evaluate import AUTO_BACKEND
+    from .evaluation import AUTO_BACKEND
 
     lines = [f"zoo {__version__}", f"python {platform.python_version()}", f"torch {torch.__version__}",
              f"numpy {numpy.__version__}"]
@@ -182,7 +182,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from .evaluate import compare, evaluate
+    from .evaluation import compare, evaluate
     from .report import eval_report
     from .weights import load
 
@@ -231,7 +231,7 @@ def cmd_demo(a) -> int:
 
     from .data import ingest
     from .engine import train
-    from .evaluate import compare, evaluate
+    from .evaluation import compare, evaluate
     from .report import eval_report
 
     out = Path(a.out)

@@ -164,7 +164,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
           labels: str = "fine", **overrides) -> TrainResult:
     """Train a registered model (or any ZooModel) on an ingested dataset; returns the trained model,
     its history and its test evaluation. Writes log.jsonl, curves.png, checkpoint.pt and model.safetensors."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .weights import save_weights
 
     name_for_recipe = model_or_name if isinstance(model_or_name, str) else None

@@ -104,8 +104,14 @@ def features_and_activations(model, images_nchw, labels):
     import torch
 
     acts = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: acts.setdefault(n, o[0].detach().float().cpu()))
-             for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def keep(name):
+        def hook(module, inputs, output):  # returns None: the forward pass is unchanged
+            acts[name] = output[0].detach().float().cpu()
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     try:
         with torch.inference_mode():
             model(images_nchw[:1])

@@ -85,6 +85,8 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
+    ("__builtin__", "bytes"),  # ... and empty bytes
+    ("builtins", "bytes"),
 }
 
 

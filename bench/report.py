@@ -1,0 +1,78 @@
+"""Turn pytest-benchmark JSON files into the README's Markdown table and a PNG chart.
+
+    python bench/report.py bench/results/*.json --md bench/results/RESULTS.md --png bench/results/throughput.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def rows_from(path: Path) -> tuple[dict, list[dict]]:
+    data = json.loads(path.read_text())
+    mi = data.get("machine_info", {})
+    ci = data.get("commit_info", {})
+    machine = {"file": path.name, "date": data.get("datetime", "")[:10], "cpu": mi.get("cpu", {}).get("brand_raw", ""),
+               "cores": mi.get("cpu", {}).get("count", ""), "python": mi.get("python_version", ""),
+               "commit": (ci.get("id") or "")[:10]}
+    rows = []
+    for b in data["benchmarks"]:
+        e = b.get("extra_info", {})
+        if "images_per_s" not in e:
+            continue
+        ratio = {k: v for k, v in e.items() if k.startswith("ratio")}
+        rows.append({"suite": b["name"].split("[")[0].replace("test_", ""), "case": b["param"] or b["name"],
+                     "img/s": e["images_per_s"], "median ms": b["stats"]["median"] * 1000,
+                     "ratio": next((f"{v:.2f}x {k.removeprefix('ratio_')}" for k, v in ratio.items()), "")})
+    return machine, rows
+
+
+def fmt(v: float) -> str:
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--md", type=Path, help="write the Markdown table here (default: print)")
+    p.add_argument("--png", type=Path, help="write a bar chart of img/s here")
+    p.add_argument("--title", default="")
+    a = p.parse_args(argv)
+    out, chart = [], []
+    for f in a.files:
+        machine, rows = rows_from(f)
+        if not rows:
+            continue
+        out.append(f"**{f.stem}** — {machine['date']}, {machine['cpu']} ({machine['cores']} cores), "
+                   f"Python {machine['python']}, commit {machine['commit'] or 'n/a'}\n")
+        out.append("| suite | case | img/s | median ms | ratio |\n|---|---|---:|---:|---|")
+        for r in rows:
+            out.append(f"| {r['suite']} | {r['case']} | {fmt(r['img/s'])} | {r['median ms']:.3f} | {r['ratio']} |")
+            chart.append((f"{f.stem}:{r['case']}", r["img/s"]))
+        out.append("")
+    text = "\n".join(out)
+    if a.md:
+        a.md.write_text(text + "\n")
+    else:
+        print(text)
+    if a.png and chart:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 0.28 * len(chart) + 1))
+        ax.barh([c[0] for c in chart], [c[1] for c in chart])
+        ax.set_xscale("log")
+        ax.set_xlabel("images / s (log)")
+        ax.set_title(a.title or "zoo benchmarks")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=6)
+        fig.savefig(a.png, dpi=100, bbox_inches="tight")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

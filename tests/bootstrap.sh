@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# All set-up in one command, then the job:
+#   bash tests/bootstrap.sh demo   # venv + install (builds the C++ extension) + MNIST demo (train/eval/export/report)
+#   bash tests/bootstrap.sh test   # venv + install + the test suite + a quick benchmark run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-test}
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip
+# Build requirements first: the editable install builds the extension without build isolation (faster, offline-friendly).
+"$VPY" -m pip install -q "scikit-build-core>=0.9" "pybind11>=2.12" ninja
+"$VPY" -m pip install -q --no-build-isolation -e ".[dev]"
+SHARED=${ZOO_SHARED_DATASETS:-../shared/datasets}
+case $MODE in
+  demo)
+    ROOT=${MNIST_ROOT:-}
+    if [ -z "$ROOT" ]; then
+      if [ ! -d .cache/datasets/mnist ] && [ -f "$SHARED/mnist-png.tar.gz" ]; then
+        mkdir -p .cache/datasets && tar xzf "$SHARED/mnist-png.tar.gz" -C .cache/datasets
+      fi
+      ROOT=.cache/datasets/mnist
+    fi
+    [ -d "$ROOT" ] || { echo "MNIST not found: set MNIST_ROOT to a folder with the IDX files or train/ test/ PNG folders" >&2; exit 2; }
+    "$VPY" -m zoo demo --root "$ROOT" --out reports/demo
+    ;;
+  test)
+    # The report test renders HTML in headless Chromium; install it where we can (it skips otherwise).
+    if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+    fi
+    "$VPY" -m pytest -q -p no:cacheprovider
+    ZOO_BENCH_QUICK=1 "$VPY" -m pytest bench --benchmark-only -q -p no:cacheprovider --benchmark-columns=median,ops
+    ;;
+  *) echo "usage: bash tests/bootstrap.sh demo|test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,78 @@
+"""The CLIs as a user runs them, the reports they write, and the HTML in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import run_cli
+from .helpers import make_cached_split, write_mnist
+
+
+def test_info_and_list():
+    out = run_cli("-m", "zoo", "info").stdout
+    assert "native extension:" in out and "torch " in out and "devices: cpu" in out
+    out = run_cli("-m", "zoo", "list").stdout
+    assert "resnet18" in out and "lenet5_bn" in out and "fast_lenet" in out
+    assert "usage" in run_cli("-m", "zoo", "--help").stdout
+
+
+def test_ingest_cli_and_errors(tmp_path, data_home):
+    write_mnist(tmp_path / "m")
+    out = run_cli("-m", "zoo", "ingest", "mnist", "--root", str(tmp_path / "m"), env={"ZOO_DATA": str(data_home)})
+    assert "mnist/train: 200 images" in out.stdout
+    bad = run_cli("-m", "zoo", "ingest", "mnist", "--root", str(tmp_path / "nope"), check=False)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("-m", "zoo", "train", "lenet7", "--dataset", "mnist", check=False)
+    assert bad.returncode == 2 and "lenet5" in bad.stderr
+
+
+def _browser_check(html_path, tmp_path) -> None:
+    """Load the page in headless Chromium and check that every image decoded (naturalWidth > 0)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text().replace(
+        "</body>", "<script>window.onload=()=>{const i=[...document.images];document.title="
+                   "'IMAGES '+i.length+' BROKEN '+i.filter(x=>!(x.complete&&x.naturalWidth>0)).length;}</script></body>"))
+    p = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                        probe.as_uri()], capture_output=True, text=True, timeout=120)
+    title = p.stdout.split("<title>")[1].split("</title>")[0]
+    n, broken = int(title.split()[1]), int(title.split()[3])
+    assert n >= 5 and broken == 0, title
+
+
+def test_eval_compare_report(tmp_path, data_home):
+    make_cached_split("cifar10", n=300, size=32, chans=3, split="train")
+    make_cached_split("cifar10", n=300, size=32, chans=3, split="test", seed=2)
+    out = tmp_path / "rep"
+    p = run_cli("-m", "zoo", "eval", "lenet5.cifar10", "--compare", "torch,torchscript,onnxruntime", "--out",
+                str(out), env={"ZOO_DATA": str(data_home)})
+    assert "agreement_with_torch=1" in p.stdout
+    data = json.loads((out / "report.json").read_text())
+    assert [r["agreement_with_torch"] for r in data["comparison"]["rows"]] == [1.0, 1.0, 1.0]
+    md = (out / "report.md").read_text()
+    assert "Backend comparison" in md and "Per-class metrics" in md
+    figs = sorted(p.name for p in (out / "figures").iterdir())
+    assert any("t_SNE" in f for f in figs) and any("activation" in f for f in figs)
+    assert any("confusion" in f for f in figs) and any("misclassified" in f for f in figs)
+    _browser_check(out / "report.html", tmp_path)
+
+
+@pytest.mark.slow
+def test_experiment_report(tmp_path, data_home):
+    make_cached_split("gen", n=400, size=28, chans=1, split="train")
+    make_cached_split("gen", n=100, size=28, chans=1, split="test", seed=3)
+    p = run_cli("-m", "zoo", "experiment", "lenet5", "--dataset", "gen", "--epochs", "1", "--out", str(tmp_path),
+                "--no-progress", env={"ZOO_DATA": str(data_home)})
+    assert "report:" in p.stdout
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert [r["variant"] for r in data["rows"]][:2] == ["base (Adam 1e-3)", "lr 0.01"] and len(data["rows"]) == 6
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<img") == 7  # overlaid curves + one confusion matrix per variant

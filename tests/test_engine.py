@@ -1,0 +1,126 @@
+"""The one training loop: learning, exact resume after SIGKILL, NaN handling, fine-tuning, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import zoo
+from zoo.engine import NaNLossError, train
+from zoo.errors import ZooError
+from zoo.weights import load_state_dict
+
+from .conftest import REPO
+from .helpers import make_cached_split
+
+
+@pytest.fixture
+def gen(data_home):
+    make_cached_split("gen", n=1200, size=28, chans=1, split="train")
+    make_cached_split("gen", n=200, size=28, chans=1, split="test", seed=1)
+    return data_home
+
+
+def test_train_learns_and_writes_artifacts(gen, tmp_path):
+    r = train("lenet5", "gen", "fast_lenet", epochs=3, batch_size=32, out_dir=tmp_path / "run", progress=False)
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert r.test.top1 > 0.5  # labels follow brightness: learnable
+    for f in ("log.jsonl", "steps.jsonl", "checkpoint.pt", "model.safetensors", "curves.png", "result.json"):
+        assert (tmp_path / "run" / f).exists(), f
+    m = zoo.load(r.weights)
+    assert m.zoo_meta["metrics"]["top1"] == pytest.approx(r.test.top1)
+    assert m.zoo_meta["recipe"]["name"] == "fast_lenet" and len(m.zoo_meta["classes"]) == 10
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "zoo", "train", "lenet5_dropout", "--dataset", "gen", "--recipe", "adam",
+            "--epochs", "3", "--batch-size", "8", "--out", str(out), "--no-progress", *extra]
+
+
+def test_sigkill_resume_is_bit_identical(gen, tmp_path):
+    env = dict(os.environ)
+    subprocess.run(_train_cmd(tmp_path / "full"), env=env, check=True, capture_output=True, cwd=REPO, timeout=600)
+    p = subprocess.Popen(_train_cmd(tmp_path / "killed"), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or not log.read_text().strip()):
+        time.sleep(0.01)  # wait for epoch 1 to finish (its checkpoint is written)...
+    time.sleep(0.3)  # ...then kill in the middle of epoch 2
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    done = [json.loads(x) for x in log.read_text().splitlines()]
+    assert 1 <= len(done) < 3, "the kill must land before the end of training"
+    subprocess.run(_train_cmd(tmp_path / "killed", "--resume"), env=env, check=True, capture_output=True, cwd=REPO,
+                   timeout=600)
+    a, b = load_state_dict(tmp_path / "full" / "model.safetensors"), load_state_dict(tmp_path / "killed" /
+                                                                                     "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(gen, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train("mlp2", "gen", "adam", epochs=1, out_dir=out, progress=False, evaluate_test=False)
+    good = torch.load(out / "checkpoint.pt", weights_only=False)
+    import zoo.engine as engine
+
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(NaNLossError, match="checkpoint.pt"):
+        train("mlp2", "gen", "adam", epochs=2, out_dir=out, progress=False, resume=True)
+    kept = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert kept["epoch"] == good["epoch"] == 0
+
+
+def test_bad_inputs(gen, tmp_path):
+    with pytest.raises(ZooError, match="fast_lenet"):
+        train("lenet5", "gen", "fast_lenett", progress=False)
+    with pytest.raises(ZooError, match="python -m zoo ingest"):
+        train("lenet5", "nothere", progress=False)
+    train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False)
+    with pytest.raises(ZooError, match="checkpoint is for mlp2"):
+        train("mlp4", "gen", "adam", epochs=2, out_dir=tmp_path / "r", resume=True, progress=False)
+
+
+def test_init_torchvision_and_zoo_with_head_replacement(data_home, tmp_path):
+    import torchvision
+
+    make_cached_split("five", n=100, size=32, chans=3, num_classes=5)
+    tv = torchvision.models.resnet18()  # random ImageNet-shaped weights, 1000 classes
+    path = tmp_path / "tv.pth"
+    torch.save(tv.state_dict(), path)
+    r = train("resnet18_tv", "five", "adam", epochs=1, batch_size=50, init=f"torchvision:{path}", train_last=1,
+              out_dir=tmp_path / "ft", progress=False, evaluate_test=False)
+    m = r.model
+    assert m.fc.out_features == 5
+    assert torch.equal(m.layer1[0].conv1.weight.cpu(), tv.layer1[0].conv1.weight)  # frozen: untouched
+    assert not torch.equal(m.fc.weight, torch.zeros_like(m.fc.weight))
+    with pytest.raises(ZooError, match="not found"):
+        train("resnet18_tv", "five", init="torchvision:/nope.pth", progress=False)
+    r2 = train("lenet5_wide", "five", "adam", epochs=1, batch_size=10, init="zoo:lenet5_wide.cifar10",
+               train_subset=4, out_dir=tmp_path / "zz", progress=False, evaluate_test=False)
+    src = zoo.load("lenet5_wide.cifar10")
+    assert r2.model.fc.out_features == 5 and len(r2.history) == 1
+    assert sum(1 for line in (tmp_path / "zz" / "steps.jsonl").read_text().splitlines()) == 2  # 4/class * 5 / 10
+    assert r2.model.features[0][0].weight.shape == src.features[0][0].weight.shape
+
+
+@pytest.mark.dist
+def test_torchrun_ddp_two_cpu_processes(gen, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "zoo", "train", "lenet5", "--dataset", "gen", "--recipe", "adam", "--epochs", "2",
+           "--batch-size", "32", "--out", str(out), "--no-progress"]
+    p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, cwd=REPO,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    hist = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(hist) == 2  # rank 0 alone logs
+    assert (out / "model.safetensors").exists()

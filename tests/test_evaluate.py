@@ -1,0 +1,84 @@
+"""The evaluation harness: metrics against scikit-learn, backend agreement, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo import metrics
+from zoo.errors import ZooError
+
+from .helpers import make_cached_split
+
+
+def test_metrics_match_sklearn():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 500)
+    p = np.where(rng.random(500) < 0.6, y, rng.integers(0, 6, 500))
+    p[p == 5] = 4  # a class never predicted: precision 0 by convention
+    cm = metrics.confusion_matrix(y, p, 6)
+    assert np.array_equal(cm, confusion_matrix(y, p, labels=range(6)))
+    m = metrics.from_confusion(cm)
+    for avg in ("macro", "weighted"):
+        pr, rc, f1, _ = precision_recall_fscore_support(y, p, average=avg, zero_division=0)
+        assert m[avg] == pytest.approx({"precision": pr, "recall": rc, "f1": f1})
+    pr, rc, f1, sup = precision_recall_fscore_support(y, p, zero_division=0)
+    assert np.allclose(m["precision"], pr) and np.allclose(m["recall"], rc) and np.allclose(m["f1"], f1)
+    assert m["support"] == sup.tolist() and m["accuracy"] == pytest.approx((y == p).mean())
+    logits = rng.normal(size=(500, 6))
+    top3 = np.argsort(-logits, 1)[:, :3]
+    assert metrics.topk_accuracy(logits, y, 3) == pytest.approx((top3 == y[:, None]).any(1).mean())
+
+
+@pytest.fixture
+def gen_test(data_home):
+    make_cached_split("evalgen", n=400, size=32, chans=3, split="train")
+    return make_cached_split("evalgen", n=300, size=32, chans=3, split="test", seed=1)
+
+
+def test_evaluate_result_and_backend_agreement(gen_test):
+    from zoo.evaluation import compare
+
+    torch.manual_seed(0)
+    model = zoo.create_model("lenet5", dataset="cifar10")
+    results = [zoo.evaluate(model, "evalgen", backend=b, batch_size=128)
+               for b in ("torch", "torchscript", "onnxruntime")]
+    r = results[0]
+    assert r.num_samples == 300 and len(r.per_class_accuracy) == 10 and r.top5 is not None
+    assert np.array(r.confusion).sum() == 300
+    assert r.top1 == pytest.approx(np.trace(np.array(r.confusion)) / 300)
+    assert r.throughput["images_per_s"] > 0 and r.throughput["latency_p95_ms"] >= r.throughput["latency_p50_ms"]
+    wrong = [m for m in r.misclassified]
+    assert len(wrong) == min(200, 300 - round(r.top1 * 300)) and all(m["true"] != m["pred"] for m in wrong)
+    cmp = compare(results)
+    for row in cmp["rows"]:
+        assert row["agreement_with_torch"] == 1.0 and row["max_abs_logit_diff"] <= 1e-4
+    tta = zoo.evaluate(model, "evalgen", tta=True)
+    assert tta.tta and tta.num_samples == 300
+
+
+def test_evaluate_errors(gen_test, tmp_path):
+    from export import to_onnx
+
+    with pytest.raises(ZooError, match="mlp2 has 7 classes but evalgen has 10"):
+        zoo.evaluate(zoo.create_model("mlp2", dataset="cifar10", num_classes=7), "evalgen")
+    with pytest.raises(ZooError, match="python -m zoo ingest"):
+        zoo.evaluate(zoo.create_model("mlp2"), "notingested")
+    model = zoo.create_model("lenet5")  # MNIST-sized
+    path = to_onnx(model.eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx", verify=False)
+    with pytest.raises(ZooError, match=r"expects input \[1, 28, 28\]"):
+        zoo.evaluate(path, "evalgen", backend="onnxruntime")
+    with pytest.raises(ZooError, match="backend"):
+        zoo.evaluate(model, "evalgen", backend="tensorrt")
+
+
+@pytest.mark.realdata
+def test_shipped_weights_reproduce_manifest_accuracy(real_cifar10):
+    """The measured accuracy in the manifest is what the harness gives on this machine's CPU."""
+    model = zoo.load("lenet5.cifar10")
+    r = zoo.evaluate(model, "cifar10", backend="onnxruntime")
+    assert r.top1 == pytest.approx(model.zoo_meta["metrics"]["top1"], abs=0.003)

@@ -1,0 +1,120 @@
+"""One loader interface, four backends: determinism, shapes, partial batches, backend agreement."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data import Loader, loader
+from zoo.errors import ZooError
+
+from .helpers import make_cached_split
+
+
+@pytest.fixture
+def split(data_home):
+    return make_cached_split("gen", n=300, size=32, chans=3)
+
+
+def collect(ld):
+    xs, ys = zip(*[(x.clone(), y.clone()) for x, y in ld])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_native_deterministic_and_epochs_differ(split):
+    a = Loader(split, 64, augment="crop_flip", seed=3, backend="native")
+    b = Loader(split, 64, augment="crop_flip", seed=3, backend="native")
+    xa, ya = collect(a)
+    xb, yb = collect(b)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    xa2, _ = collect(a)  # second epoch: new permutation and crops
+    assert not torch.equal(xa, xa2)
+    assert sorted(ya.tolist()) == sorted(split.labels.tolist())  # every sample once
+
+
+def test_partial_last_batch_and_drop_last(split):
+    sizes = [len(y) for _, y in Loader(split, 128, backend="native")]
+    assert sizes == [128, 128, 44]
+    ld = Loader(split, 128, backend="native", drop_last=True)
+    assert [len(y) for _, y in ld] == [128, 128] and len(ld) == 2
+
+
+def test_normalisation_and_layouts(split):
+    x, _ = collect(Loader(split, 100, backend="native", shuffle=False))
+    mean, std = split.norm
+    ref = (torch.from_numpy(np.array(split.images)).permute(0, 3, 1, 2).float() / 255
+           - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(x, ref, atol=1e-5)
+    xc, _ = collect(Loader(split, 100, backend="native", shuffle=False, channels_last=True))
+    assert torch.equal(xc, x) and next(iter(Loader(split, 8, backend="native", channels_last=True)))[0] \
+        .is_contiguous(memory_format=torch.channels_last)
+    xu, _ = collect(Loader(split, 100, backend="native", shuffle=False, uint8=True))
+    assert xu.dtype == torch.uint8 and torch.equal(xu, torch.from_numpy(np.array(split.images)).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("aug", ["none", "crop_flip", "crop_flip_cutout"])
+def test_gpu_backend_equals_native(split, aug):
+    xn, yn = collect(Loader(split, 64, augment=aug, seed=1, backend="native"))
+    xg, yg = collect(Loader(split, 64, augment=aug, seed=1, backend="gpu"))  # the device path, run on the CPU
+    assert torch.equal(xn, xg) and torch.equal(yn, yg)
+
+
+def rotate(img):  # a PIL-level transform hook (module level: DataLoader workers pickle it)
+    return img.rotate(10)
+
+
+def test_torch_reference_backend(split):
+    xn, yn = collect(Loader(split, 64, shuffle=False, backend="native"))
+    xt, yt = collect(Loader(split, 64, shuffle=False, backend="torch"))
+    assert torch.equal(yn, yt) and torch.allclose(xn, xt, atol=1e-5)
+    xr, _ = collect(Loader(split, 64, shuffle=False, backend="torch", transform=rotate))  # runs in the workers
+    assert xr.shape == xt.shape and not torch.allclose(xr, xt)
+    with pytest.raises(ZooError, match="backend='torch'"):
+        Loader(split, 64, backend="native", transform=rotate)
+
+
+def test_jitter_on_gpu_backend_only(split):
+    ld = Loader(split, 64, augment={"brightness": 0.4, "contrast": 0.4}, backend="gpu")
+    x, _ = next(iter(ld))
+    assert x.shape == (64, 3, 32, 32) and torch.isfinite(x).all()
+    with pytest.raises(ZooError, match="jitter"):
+        Loader(split, 64, augment={"brightness": 0.4}, backend="native")
+
+
+def test_shards_partition_the_epoch(split):
+    ys = [collect(Loader(split, 50, backend="native", seed=5, shard=(r, 3)))[1] for r in range(3)]
+    idx = [Loader(split, 50, seed=5, shard=(r, 3)).epoch_order(0) for r in range(3)]
+    assert sum(len(i) for i in idx) == 300 and len(set(np.concatenate(idx))) == 300
+    assert all(len(y) == 100 for y in ys)
+
+
+def test_bad_arguments(split):
+    with pytest.raises(ZooError, match="backend"):
+        Loader(split, 8, backend="dali")
+    with pytest.raises(ZooError, match="augment"):
+        Loader(split, 8, augment="mixup")
+    with pytest.raises(ZooError, match="batch_size"):
+        Loader(split, 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv not installed (optional extra)")
+def test_ffcv_backend(split):
+    x, y = next(iter(Loader(split, 32, backend="ffcv")))
+    assert x.shape == (32, 3, 32, 32)
+
+
+@pytest.mark.realdata
+def test_real_cifar10_all_backends(real_cifar10):
+    for backend in ("native", "gpu", "torch"):
+        ld = loader("cifar10", "train", 512, augment="crop_flip", backend=backend)
+        x, y = next(iter(ld))
+        assert x.shape == (512, 3, 32, 32) and y.max() < 10 and abs(float(x.mean())) < 0.5
+
+
+@pytest.mark.realdata
+def test_real_mnist_loads(real_mnist):
+    x, y = next(iter(loader("mnist", "test", 1000, shuffle=False)))
+    assert x.shape == (1000, 1, 28, 28) and len(loader("mnist", "train", 1000)) == 60

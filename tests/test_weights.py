@@ -1,0 +1,106 @@
+"""Weights format: manifest, sha256 verification, lookup order, hash-checked download from a file URL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo import weights as W
+from zoo.errors import ZooError
+
+
+def _meta(model_name="lenet5", dataset="mnist"):
+    return {"tag": f"{model_name}.{dataset}", "model": model_name, "dataset": dataset,
+            "classes": [str(i) for i in range(10)], "num_classes": 10, "mean": [0.13], "std": [0.31],
+            "input_size": [1, 28, 28], "config_overrides": {}, "metrics": {"top1": 0.5}, "recipe": {"name": "adam"}}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A private manifest with one entry, selected through ZOO_MANIFEST."""
+    torch.manual_seed(0)
+    model = zoo.create_model("lenet5")
+    src = tmp_path / "run" / "model.safetensors"
+    W.save_weights(model, src, _meta())
+    manifest = tmp_path / "store" / "manifest.json"
+    manifest.parent.mkdir()
+    W.publish(src, manifest)
+    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
+    return model, manifest
+
+
+def test_load_roundtrip_with_metadata(store):
+    model, manifest = store
+    loaded = zoo.load("lenet5")  # bare name -> default dataset (mnist)
+    assert not loaded.training
+    assert loaded.zoo_meta["classes"] == [str(i) for i in range(10)]
+    assert loaded.zoo_meta["sha256"] == W.sha256_file(manifest.parent / "lenet5.mnist.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    x = zoo.preprocess_for(loaded)(torch.randint(0, 255, (28, 28), dtype=torch.uint8).numpy())
+    assert x.shape == (1, 1, 28, 28)
+
+
+def test_hash_mismatch_refused(store):
+    _, manifest = store
+    f = manifest.parent / "lenet5.mnist.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="sha256"):
+        zoo.load("lenet5.mnist")
+
+
+def test_download_from_file_url(store, tmp_path, zoo_home):
+    _, manifest = store
+    f = manifest.parent / "lenet5.mnist.safetensors"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    f.rename(mirror / f.name)
+    with pytest.raises(ZooError, match="not installed"):
+        zoo.load("lenet5.mnist")
+    entries = json.loads(manifest.read_text())
+    entries["weights"]["lenet5.mnist"]["url"] = (mirror / f.name).as_uri()
+    manifest.write_text(json.dumps(entries))
+    m = zoo.load("lenet5.mnist")  # downloaded into $ZOO_HOME/weights after the hash check
+    assert (zoo_home / "weights" / f.name).exists() and m.zoo_meta["tag"] == "lenet5.mnist"
+    (zoo_home / "weights" / f.name).unlink()
+    entries["weights"]["lenet5.mnist"]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(entries))
+    with pytest.raises(ZooError, match="discarded"):
+        zoo.load("lenet5.mnist")
+    assert not list((zoo_home / "weights").glob("lenet5.mnist*"))  # nothing half-written left
+
+
+def test_unknown_tags(store):
+    with pytest.raises(ZooError, match="lenet5"):
+        zoo.load("lenet6")
+    with pytest.raises(ZooError, match="available weights"):
+        zoo.load("lenet5.cifar100")
+
+
+def test_safetensors_path_and_bad_file(tmp_path):
+    model = zoo.create_model("mlp2")
+    p = tmp_path / "m.safetensors"
+    W.save_weights(model, p, _meta("mlp2"))
+    assert zoo.load(p).zoo_meta["model"] == "mlp2"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ZooError, match="bad.safetensors"):
+        zoo.load(bad)
+    with pytest.raises(ZooError, match="does not exist"):
+        zoo.load(tmp_path / "missing.safetensors")
+
+
+def test_shipped_manifest_entries_verify():
+    entries = W.read_manifest(W.PACKAGE_WEIGHTS / "manifest.json")
+    assert entries, "the package ships weights"
+    for tag, e in entries.items():
+        for key in ("sha256", "size", "dataset", "classes", "mean", "std", "input_size", "metrics", "recipe", "commit"):
+            assert key in e, (tag, key)
+        m = zoo.load(tag)  # verifies the sha256
+        assert m.zoo_meta["num_classes"] == len(e["classes"])
+        assert (W.PACKAGE_WEIGHTS / e["file"]).stat().st_size == e["size"]
