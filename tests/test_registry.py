@@ -34,13 +34,17 @@ def test_forward_backward(name, chans, size):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def model_and_input(name: str, batch: int):
+    """An eval-mode model at its default dataset's shape, and a random batch for it."""
+    spec = zoo.registry.dataset_spec(zoo.registry.default_dataset(name))
+    return zoo.create_model(name).eval(), torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_torchscript_roundtrip(name, tmp_path):
     from export import load_exported, to_torchscript
 
-    model = zoo.create_model(name).eval()
-    spec = zoo.registry.dataset_spec(zoo.registry.default_dataset(name))
-    x = torch.randn(4, spec.in_chans, spec.img_size, spec.img_size)
+    model, x = model_and_input(name, 4)
     path = to_torchscript(model, x[:1], tmp_path / f"{name}.pt")
     with torch.inference_mode():
         assert torch.allclose(load_exported(path)(x), model(x), atol=1e-5)
@@ -52,9 +56,7 @@ def test_onnx_export_parity(name, tmp_path):
 
     from export import load_exported, to_onnx
 
-    model = zoo.create_model(name).eval()
-    spec = zoo.registry.dataset_spec(zoo.registry.default_dataset(name))
-    x = torch.randn(5, spec.in_chans, spec.img_size, spec.img_size)
+    model, x = model_and_input(name, 5)
     path = to_onnx(model, x[:1], tmp_path / f"{name}.onnx")
     report = json.loads(path.with_suffix(".onnx.verify.json").read_text())
     assert report["passed"] and all(c["max_abs_logit_diff"] <= 1e-4 for c in report["checks"])
