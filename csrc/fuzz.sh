@@ -13,13 +13,11 @@ defs=""; libs=""
 $CXX -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $defs \
   fuzz_decode.cpp decode.cpp -o "$OUT/fuzz_decode" $libs
 # Seed corpus: a tiny valid PNG and JPEG of each channel count (prefix byte = requested size/channels).
-python3 - "$OUT/corpus" <<'PY'
+PY=${PYTHON:-$( [ -x ../.venv/bin/python ] && echo ../.venv/bin/python || echo python3 )}
+"$PY" - "$OUT/corpus" <<'PY'
 import io, sys
 from pathlib import Path
-try:
-    from PIL import Image
-except ImportError:
-    sys.exit(0)
+from PIL import Image  # the seeds matter: without valid images the fuzzer never gets past the headers
 out = Path(sys.argv[1])
 for mode, c in (("L", 1), ("RGB", 3)):
     for fmt in ("PNG", "JPEG"):

@@ -26,9 +26,15 @@ case $MODE in
     "$VPY" -m zoo demo --root "$ROOT" --out reports/demo
     ;;
   test)
-    # The report test renders HTML in headless Chromium; install it where we can (it skips otherwise).
-    if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+    # Headless Chromium renders the HTML report in a test; clang + libFuzzer fuzz the decoders.
+    # Installed where we can (root with apt); the browser test skips and the fuzz run is left out otherwise.
+    if { ! command -v chromium || ! command -v clang++; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium clang \
+        libclang-rt-14-dev) >/dev/null 2>&1 || true
+    fi
+    if command -v clang++ >/dev/null 2>&1; then
+      PYTHON="$PWD/$VPY" bash csrc/fuzz.sh 200000 2>&1 | grep -E "^Done|ERROR|SUMMARY" || { echo "fuzzing failed" >&2; exit 1; }
     fi
     "$VPY" -m pytest -q -p no:cacheprovider
     ZOO_BENCH_QUICK=1 "$VPY" -m pytest bench --benchmark-only -q -p no:cacheprovider --benchmark-columns=median,ops

@@ -100,10 +100,14 @@ def test_bad_arguments(split):
         Loader(split, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv not installed (optional extra)")
 def test_ffcv_backend(split):
-    x, y = next(iter(Loader(split, 32, backend="ffcv")))
-    assert x.shape == (32, 3, 32, 32)
+    xf, yf = collect(Loader(split, 64, backend="ffcv", shuffle=False))  # .beton written from the cache
+    xn, yn = collect(Loader(split, 64, backend="native", shuffle=False))
+    assert torch.equal(yf, yn) and torch.allclose(xf, xn, atol=1e-5)
+    xa, ya = collect(Loader(split, 64, backend="ffcv", augment="crop_flip", drop_last=True))
+    assert xa.shape == (256, 3, 32, 32) and not torch.allclose(xa, xn[:256])
 
 
 @pytest.mark.realdata

@@ -36,31 +36,44 @@ def data_home() -> Path:
     return zoo_home() / "data"
 
 
+def _walk(d: str, rel: str, out: list) -> None:
+    with os.scandir(d) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                _walk(e.path, f"{rel}{e.name}/", out)
+            elif e.is_file():
+                st = e.stat()
+                out.append(f"{rel}{e.name}|{st.st_size}|{st.st_mtime_ns}\n")
+
+
 def fingerprint(paths: list[Path]) -> str:
     """Cheap identity of the source: every file's relative path, size and mtime."""
     h = hashlib.sha256()
     for p in paths:
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        for f in files:
-            st = f.stat()
-            h.update(f"{f.relative_to(p.parent) if p.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        entries: list[str] = []
+        if p.is_dir():
+            _walk(str(p), f"{p.name}/", entries)
+        else:
+            st = p.stat()
+            entries.append(f"{p.name}|{st.st_size}|{st.st_mtime_ns}\n")
+        h.update("".join(sorted(entries)).encode())
     return h.hexdigest()
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Exact per-channel mean/std of pixels/255, from 256-bin histograms (no float copy of the data)."""
+    """Exact per-channel mean/std of pixels/255, from 256-bin histograms (one bincount per chunk)."""
     c = images.shape[-1]
     flat = images.reshape(-1, c)
+    offsets = (np.arange(c, dtype=np.uint16) * 256)[None, :]
+    hist = np.zeros(256 * c, np.int64)
+    for s in range(0, len(flat), 1 << 22):
+        hist += np.bincount((flat[s : s + (1 << 22)] + offsets).ravel(), minlength=256 * c)
     v = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
-    for ch in range(c):
-        hist = np.zeros(256, np.float64)
-        for s in range(0, len(flat), 1 << 24):
-            hist += np.bincount(flat[s : s + (1 << 24), ch], minlength=256)
-        n = hist.sum()
-        m = (hist * v).sum() / n
+    for h in hist.reshape(c, 256).astype(np.float64):
+        m = (h * v).sum() / h.sum()
         means.append(round(float(m), 6))
-        stds.append(round(float(np.sqrt((hist * (v - m) ** 2).sum() / n)), 6))
+        stds.append(round(float(np.sqrt((h * (v - m) ** 2).sum() / h.sum())), 6))
     return means, stds
 
 
@@ -146,18 +159,20 @@ def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = 
 
 
 def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opts) -> Path:
-    bar = None
-    if progress and fmt == "imagefolder":
+    bars = []
+
+    def make_bar(total: int):
         from tqdm import tqdm
 
-        n = sum(1 for c in (root / split).iterdir() if c.is_dir() for _ in c.iterdir())
-        bar = tqdm(total=n, desc=f"ingest {dataset}/{split}", unit="img", mininterval=0.5)
+        bars.append(tqdm(total=total, desc=f"ingest {dataset}/{split}", unit="img", mininterval=0.5))
+        return bars[-1].update
+
     t0 = time.perf_counter()
     try:
-        raw = read_split(dataset, root, split, fmt, progress=bar.update if bar else None, **opts)
+        raw = read_split(dataset, root, split, fmt, progress=make_bar if progress else None, **opts)
     finally:
-        if bar:
-            bar.close()
+        for b in bars:
+            b.close()
     seconds = time.perf_counter() - t0
     spec = DATASETS.get(dataset)
     if spec and spec.classes is not None and fmt != "stl10" and list(raw.classes) != list(spec.classes):

@@ -6,7 +6,7 @@ Nothing here downloads. Every malformed input raises ZooError naming the offendi
 from __future__ import annotations
 
 import gzip
-import io
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,21 +207,28 @@ def read_stl10(root: Path, split: str, *, resize: int | None = None, classes: li
 # ---------------------------------------------------------------- ImageFolder (CINIC-10 and any PNG/JPEG tree)
 
 
-def scan_image_folder(root: Path) -> tuple[list[str], list[Path], np.ndarray, int]:
-    """Classes (sorted folder names), image paths, labels, and the count of skipped non-image files."""
+def scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray, int]:
+    """Classes (sorted folder names), image paths, labels, and the count of skipped non-image files.
+
+    os.scandir and plain strings: on a 60k-file tree this is several times faster than pathlib."""
     if not root.is_dir():
         raise ZooError(f"{root}: image folder not found")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    with os.scandir(root) as it:
+        classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise ZooError(f"{root}: no class folders")
-    paths, labels, skipped = [], [], 0
+    paths: list[str] = []
+    labels: list[int] = []
+    skipped = 0
     for i, c in enumerate(classes):
-        files = sorted(f for f in (root / c).iterdir() if f.is_file() and not f.name.startswith("."))
-        imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
-        skipped += len(files) - len(imgs)
+        d = os.path.join(root, c)
+        with os.scandir(d) as it:
+            names = sorted(e.name for e in it if e.is_file() and not e.name.startswith("."))
+        imgs = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+        skipped += len(names) - len(imgs)
         if not imgs:
-            raise ZooError(f"{root / c}: class folder has no .png/.jpg/.jpeg images")
-        paths += imgs
+            raise ZooError(f"{d}: class folder has no .png/.jpg/.jpeg images")
+        paths += [os.path.join(d, n) for n in imgs]
         labels += [i] * len(imgs)
     return classes, paths, np.asarray(labels, np.int64), skipped
 
@@ -239,22 +246,23 @@ def probe_image(path: Path) -> tuple[int, int, int]:
 
 def read_image_folder(root: Path, *, size: tuple[int, int, int] | None = None, threads: int | None = None,
                       progress=None) -> RawSplit:
+    # progress: called once with the image count, returns a callable taking the number just decoded
     """Decode a `<root>/<class>/<image>` tree. Grayscale/RGBA/16-bit/palette/CMYK images are converted
     to the dataset's channel count; non-image files are skipped and counted; anything undecodable is an error."""
     classes, paths, labels, skipped = scan_image_folder(root)
-    h, w, c = size or probe_image(paths[0])
+    h, w, c = size or probe_image(Path(paths[0]))
     images = np.empty((len(paths), h, w, c), np.uint8)
     chunk = 8192
-    str_paths = [str(p) for p in paths]
+    update = progress(len(paths)) if progress else None
     for start in range(0, len(paths), chunk):
         end = min(start + chunk, len(paths))
-        status = native.decode_files(str_paths[start:end], images[start:end], threads)
+        status = native.decode_files(paths[start:end], images[start:end], threads)
         bad = np.flatnonzero(status != native.OK)
         if bad.size:
             lines = [f"  {paths[start + i]}: {native.STATUS_TEXT.get(int(status[i]), status[i])}" for i in bad[:10]]
             more = f"\n  ... and {bad.size - 10} more" if bad.size > 10 else ""
             raise ZooError(f"{bad.size} image(s) in {root} could not be decoded ({h}x{w}x{c} expected):\n"
                            + "\n".join(lines) + more)
-        if progress:
-            progress(end - start)
+        if update:
+            update(end - start)
     return RawSplit(images, labels, classes, extra_meta={"skipped_non_images": skipped}, sources=[root])
