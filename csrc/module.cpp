@@ -102,6 +102,36 @@ PYBIND11_MODULE(_native, m) {
       "Read and decode files into out (N x H x W x C uint8) on `threads` threads; returns status codes.");
 
   m.def(
+      "channel_histogram",
+      [](u8array images, int threads) {
+        if (images.ndim() < 1) throw std::invalid_argument("images must have a channel axis");
+        const int64_t c = images.shape(images.ndim() - 1);
+        const int64_t pixels = c ? images.size() / c : 0;
+        const uint8_t* src = images.data();
+        std::vector<std::vector<int64_t>> partial(std::max(1, threads), std::vector<int64_t>(c * 256, 0));
+        {
+          py::gil_scoped_release release;
+          // Each thread fills its own histogram over a contiguous range of pixels; summed below.
+          const int64_t chunk = (pixels + partial.size() - 1) / partial.size();
+          zoo::parallel_for(static_cast<int64_t>(partial.size()), threads, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) {
+              int64_t* h = partial[t].data();
+              const int64_t lo = t * chunk, hi = std::min(pixels, lo + chunk);
+              for (int64_t i = lo; i < hi; ++i)
+                for (int64_t ch = 0; ch < c; ++ch) ++h[ch * 256 + src[i * c + ch]];
+            }
+          });
+        }
+        py::array_t<int64_t> out({c, int64_t{256}});
+        int64_t* o = out.mutable_data();
+        std::fill(o, o + c * 256, 0);
+        for (auto& h : partial)
+          for (int64_t i = 0; i < c * 256; ++i) o[i] += h[i];
+        return out;
+      },
+      py::arg("images"), py::arg("threads"), "Per-channel 256-bin histograms of a uint8 (..., C) array.");
+
+  m.def(
       "gather",
       [](u8array src, py::array_t<int64_t, py::array::c_style> index, py::object crop_y, py::object crop_x,
          py::object flip, int pad, int out_h, int out_w, py::object cut_y, py::object cut_x, int cut,

@@ -49,6 +49,7 @@ def _meta_props(model: nn.Module, example: torch.Tensor, meta: dict | None) -> d
     meta = dict(meta or getattr(model, "zoo_meta", {}) or {})
     props = {
         "tag": meta.get("tag") or getattr(model, "zoo_name", type(model).__name__),
+        "dataset": meta.get("dataset", ""),
         "classes": json.dumps(meta.get("classes", [])),
         "mean": json.dumps(meta.get("mean", [])),
         "std": json.dumps(meta.get("std", [])),

@@ -122,3 +122,6 @@ def test_real_cifar10_all_backends(real_cifar10):
 def test_real_mnist_loads(real_mnist):
     x, y = next(iter(loader("mnist", "test", 1000, shuffle=False)))
     assert x.shape == (1000, 1, 28, 28) and len(loader("mnist", "train", 1000)) == 60
+    for backend in ("gpu", "torch") + (("ffcv",) if importlib.util.find_spec("ffcv") else ()):
+        xb, yb = next(iter(loader("mnist", "test", 1000, shuffle=False, backend=backend)))
+        assert torch.equal(yb, y) and torch.allclose(xb, x, atol=1e-5), backend

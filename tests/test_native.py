@@ -92,3 +92,12 @@ def test_triton_kernel_matches_reference_in_interpreter():
         "print('identical')\n"
     )
     assert "identical" in run_cli("-c", code, env={"TRITON_INTERPRET": "1"}).stdout
+
+
+def test_channel_histogram_matches_numpy():
+    rng = np.random.default_rng(5)
+    for c in (1, 3):
+        imgs = rng.integers(0, 256, (37, 9, 11, c), dtype=np.uint8)
+        got = native._native.channel_histogram(imgs, 2)
+        ref = np.stack([np.bincount(imgs[..., k].ravel(), minlength=256) for k in range(c)])
+        assert np.array_equal(got, ref)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions, native features, backends and devices")
     s = sub.add_parser("list", help="registered models and shipped weights")
     s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'lenet5*'")
+    s.add_argument("--markdown", action="store_true", help="the shipped weights as a Markdown table")
 
     s = sub.add_parser("ingest", help="decode a dataset once into the cache")
     s.add_argument("dataset", help="mnist, cifar10, cifar100, cinic10, stl10, or a new name for an ImageFolder tree")
@@ -133,6 +133,18 @@ def cmd_list(a) -> int:
     from .weights import read_manifest
 
     entries = read_manifest()
+    if a.markdown:
+        print("| weights | test top-1 | top-5 | flip TTA | file | trained on | train s | recipe | date |")
+        print("|---|---:|---:|---:|---|---|---:|---|---|")
+        for t, e in entries.items():
+            if a.pattern and not t.startswith(a.pattern.rstrip("*")):
+                continue
+            m = e.get("metrics", {})
+            pct = lambda v: f"{v * 100:.2f}%" if v is not None else "-"  # noqa: E731
+            print(f"| `{t}` | {pct(m.get('top1'))} | {pct(m.get('top5'))} | {pct(m.get('top1_flip_tta'))} | "
+                  f"{e['dtype']}, {e['size'] / 1e6:.2f} MB | {e.get('device', '')} | {e.get('train_seconds', '')} | "
+                  f"{e['recipe'].get('name')}, {e.get('epochs_run')} ep | {e.get('date', '')} |")
+        return 0
     print(f"{'model':<16}{'default dataset':<17}shipped weights (test top-1)")
     for n in list_models(a.pattern):
         w = ", ".join(f"{t.split('.', 1)[1]} {e['metrics']['top1'] * 100:.2f}%" for t, e in entries.items()
@@ -194,9 +206,10 @@ def cmd_eval(a) -> int:
     else:
         from export import load_exported
 
-        dataset = a.dataset or json.loads(json.dumps(load_exported(src).meta)).get("dataset") or ""
+        dataset = a.dataset or load_exported(src).meta.get("dataset") or ""
         if not dataset:
-            raise SystemExit("error: --dataset is required for an exported file")
+            print(f"error: {src} does not record its dataset; pass --dataset", file=sys.stderr)
+            return 2
     backends = a.compare.split(",") if a.compare else [a.backend]
     results = []
     for b in backends:
@@ -210,6 +223,8 @@ def cmd_eval(a) -> int:
             print("  " + "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     out = Path(a.out or Path("reports") / (results[0].model.replace("/", "_")))
     run_log = a.run_log
+    if run_log is None and Path(src).suffix == ".safetensors" and (Path(src).parent / "log.jsonl").exists():
+        run_log = Path(src).parent / "log.jsonl"  # a run directory: plot its training curves
     files = eval_report(results, out, model=None if a.no_figures else model, run_log=Path(run_log) if run_log else None,
                         comparison=comparison)
     print(f"report: {files['html']}  ({files['md'].name}, {files['json'].name})")

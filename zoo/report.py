@@ -32,14 +32,12 @@ def plot_curves(history: list[dict] | dict[str, list[dict]], path: Path | None =
     plt = _plt()
     runs = history if isinstance(history, dict) else {"": history}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, h in runs.items():
-        ep = [r["epoch"] for r in h]
-        a1.plot(ep, [r["train_loss"] for r in h], label=f"{label} train".strip())
-        if h and "val_loss" in h[0]:
-            a1.plot(ep, [r["val_loss"] for r in h], "--", label=f"{label} val".strip())
-        a2.plot(ep, [r["train_acc"] for r in h], label=f"{label} train".strip())
-        if h and "val_acc" in h[0]:
-            a2.plot(ep, [r["val_acc"] for r in h], "--", label=f"{label} val".strip())
+    for i, (label, h) in enumerate(runs.items()):
+        ep, color = [r["epoch"] for r in h], f"C{i % 10}"  # one colour per run: train solid, val dashed
+        for ax, key in ((a1, "loss"), (a2, "acc")):
+            ax.plot(ep, [r[f"train_{key}"] for r in h], color=color, label=f"{label} train".strip())
+            if h and f"val_{key}" in h[0]:
+                ax.plot(ep, [r[f"val_{key}"] for r in h], "--", color=color, label=f"{label} val".strip())
     a1.set(xlabel="epoch", ylabel="loss", title="loss")
     a2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for a in (a1, a2):

@@ -61,16 +61,12 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Exact per-channel mean/std of pixels/255, from 256-bin histograms (one bincount per chunk)."""
-    c = images.shape[-1]
-    flat = images.reshape(-1, c)
-    offsets = (np.arange(c, dtype=np.uint16) * 256)[None, :]
-    hist = np.zeros(256 * c, np.int64)
-    for s in range(0, len(flat), 1 << 22):
-        hist += np.bincount((flat[s : s + (1 << 22)] + offsets).ravel(), minlength=256 * c)
+    """Exact per-channel mean/std of pixels/255, from 256-bin histograms (no float copy of the data)."""
+    from .native import channel_histogram
+
     v = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
-    for h in hist.reshape(c, 256).astype(np.float64):
+    for h in channel_histogram(images).astype(np.float64):
         m = (h * v).sum() / h.sum()
         means.append(round(float(m), 6))
         stds.append(round(float(np.sqrt((h * (v - m) ** 2).sum() / h.sum())), 6))

@@ -7,9 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..errors import ZooError
 
 
 class _Indexed:
@@ -20,7 +18,10 @@ class _Indexed:
         return len(self.labels)
 
     def __getitem__(self, i):
-        return np.asarray(self.images[i]), int(self.labels[i])
+        img = np.asarray(self.images[i])
+        if img.shape[-1] == 1:  # FFCV stores RGB only: grayscale travels replicated, one channel is kept on load
+            img = np.repeat(img, 3, axis=-1)
+        return img, int(self.labels[i])
 
 
 def beton_path(data) -> Path:
@@ -44,9 +45,8 @@ def _loader(ld):
     from ffcv.transforms import Cutout, NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToTensor, \
         ToTorchImage
 
-    if ld.data.images.shape[-1] != 3:
-        raise ZooError("the ffcv backend reads RGB datasets only; use backend='native' for grayscale data")
     aug = ld.augment
+    mean, std = (ld.mean * 3, ld.std * 3) if ld.data.images.shape[-1] == 1 else (ld.mean, ld.std)
     image = [SimpleRGBImageDecoder()]
     if aug.flip:
         image.append(RandomHorizontalFlip())
@@ -54,7 +54,7 @@ def _loader(ld):
         image.append(RandomTranslate(padding=aug.crop_pad, fill=(0, 0, 0)))
     if aug.cutout:
         image.append(Cutout(aug.cutout, (0, 0, 0)))
-    image += [NormalizeImage(np.array(ld.mean) * 255, np.array(ld.std) * 255, np.float32), ToTensor(),
+    image += [NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float32), ToTensor(),
               ToTorchImage(channels_last=ld.channels_last)]
     return Loader(str(beton_path(ld.data)), batch_size=ld.batch_size, num_workers=ld.num_threads,
                   order=OrderOption.RANDOM if ld.shuffle else OrderOption.SEQUENTIAL, drop_last=ld.drop_last,
@@ -68,7 +68,10 @@ def ffcv_iter(ld, epoch: int):
         ld._ffcv = _loader(ld)
     it = iter(ld._ffcv)
     try:
+        gray = ld.data.images.shape[-1] == 1
         for x, y in it:
+            if gray:
+                x = x[:, :1]
             if not ld.channels_last:
                 x = x.contiguous()
             yield x.to(ld.device, non_blocking=True), y.long().to(ld.device, non_blocking=True)

@@ -9,8 +9,6 @@ Backends:
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -107,10 +105,11 @@ class Loader:
             out = torch.empty(shape, dtype=torch.uint8 if self.uint8 else torch.float32, pin_memory=pin)
             p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
             x = native.gather_native(images, order[lo:hi], p, pad, aug.cutout, None if self.uint8 else self.lut,
-                                     self.channels_last, out, self.num_threads)
+                                     self.channels_last, out, 1)
             return x, labels[lo:hi]
 
-        for x, y in _prefetched(produce, self._batches(len(order)), self.prefetch):
+        # One C++ thread per batch, `num_threads` batches in flight.
+        for x, y in _prefetched(produce, self._batches(len(order)), self.prefetch, self.num_threads):
             if self.device.type != "cpu":
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.dtype != torch.float32 and not self.uint8:
@@ -164,35 +163,31 @@ class Loader:
         return ffcv_iter(self, epoch)
 
 
-def _prefetched(produce, ranges, depth: int):
-    """Run produce(lo, hi) for each range on a background thread, `depth` results ahead."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+def _prefetched(produce, ranges, depth: int, workers: int = 1):
+    """Run produce(lo, hi) for each range on `workers` background threads, in order, up to
+    `depth + workers` batches ahead. With several workers, one batch's Python bookkeeping overlaps
+    another's C++ work (which releases the GIL), so the cores never wait on the interpreter."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
-    def work():
-        try:
-            for lo, hi in ranges:
-                if stop.is_set():
-                    return
-                q.put(produce(lo, hi))
-            q.put(None)
-        except BaseException as e:  # surfaced in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-loader")
+    pending: deque = deque()
+    it = iter(ranges)
     try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
+        for lo, hi in it:
+            pending.append(pool.submit(produce, lo, hi))
+            if len(pending) >= depth + workers:
+                break
+        while pending:
+            item = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(produce, *nxt))
             yield item
     finally:
-        stop.set()
-        while t.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.01)
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def loader(dataset: str, split: str = "train", batch_size: int = 512, *, labels: str = "fine", **kw) -> Loader:

@@ -90,6 +90,19 @@ def decode_files(paths: list[str], out: np.ndarray, threads: int | None = None) 
     return status
 
 
+def channel_histogram(images: np.ndarray) -> np.ndarray:
+    """C x 256 pixel-value counts per channel of a uint8 (..., C) array (C++ threads, numpy fallback)."""
+    if _native is not None:
+        return _native.channel_histogram(np.ascontiguousarray(images), default_threads())
+    c = images.shape[-1]
+    flat = images.reshape(-1, c)
+    offsets = (np.arange(c, dtype=np.uint16) * 256)[None, :]
+    hist = np.zeros(256 * c, np.int64)
+    for s in range(0, len(flat), 1 << 22):
+        hist += np.bincount((flat[s : s + (1 << 22)] + offsets).ravel(), minlength=256 * c)
+    return hist.reshape(c, 256)
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training-time augmentation. Random choices are drawn in Python (numpy), applied by C++ or torch."""
