@@ -163,7 +163,9 @@ def _table(rows: list[dict]) -> tuple[str, str]:
     keys = list(rows[0])
 
     def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):  # tiny differences (|Δlogit| ~ 1e-6) must not print as 0.0000
+            return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
+        return str(v)
 
     md = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
     md += "".join("| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |\n" for r in rows)
