@@ -130,7 +130,7 @@ def plot_tsne(feats: np.ndarray, labels: np.ndarray, classes: list[str]) -> byte
     fig, ax = plt.subplots(figsize=(6, 6))
     sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10" if len(classes) <= 10 else "nipy_spectral", s=4)
     if len(classes) <= 10:
-        ax.legend(sc.legend_elements()[0], classes, fontsize=7, loc="best")
+        ax.legend(sc.legend_elements(num=None)[0], classes, fontsize=7, loc="best")  # one entry per class
     ax.set(title="t-SNE of penultimate-layer features", xticks=[], yticks=[])
     return _png(fig)
 
