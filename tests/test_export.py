@@ -48,7 +48,7 @@ class Noisy(nn.Module):
 def test_failed_verification_leaves_nothing(tmp_path):
     for fn, name in ((to_onnx, "n.onnx"), (to_torchscript, "n.pt")):
         with pytest.raises(ExportError, match="verification"):
-            fn(Noisy(), torch.zeros(1, 1, 8, 8), tmp_path / name)
+            fn(Noisy().eval(), torch.zeros(1, 1, 8, 8), tmp_path / name)
         assert list(tmp_path.iterdir()) == []
 
 
