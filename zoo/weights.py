@@ -185,7 +185,9 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     tag = tag or f"{meta['model']}.{meta['dataset']}"
     dest = manifest.parent / f"{tag}.safetensors"
     if path.resolve() != dest.resolve():
-        shutil.copyfile(path, dest)
+        tmp_copy = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(path, tmp_copy)  # copy beside the target, then rename: never a half-written weights file
+        os.replace(tmp_copy, dest)
     entries = read_manifest(manifest) if manifest.exists() else {}
     entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
     tmp = manifest.with_name(manifest.name + ".tmp")
