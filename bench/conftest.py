@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 
-import numpy as np
 import pytest
-import torch
 
 QUICK = os.environ.get("ZOO_BENCH_QUICK") == "1"  # CI: few rounds, small sizes, so the suites never rot
 
@@ -40,12 +37,3 @@ def throughput(benchmark, fn, items: int, *, sync=None, rounds: int | None = Non
     ips = items / benchmark.stats.stats.median
     benchmark.extra_info["images_per_s"] = ips
     return ips
-
-
-def timed(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["ExportError", "to_onnx", "to_torchscript", "verify", "load_exported", "SUPPORTED_OPSETS"]
+__all__ = ["EXPORTED_SUFFIXES", "ExportError", "to_onnx", "to_torchscript", "verify", "load_exported", "SUPPORTED_OPSETS"]
 
 SUPPORTED_OPSETS = range(13, 22)
+EXPORTED_SUFFIXES = (".onnx", ".pt", ".ts")  # what load_exported opens (anything but .onnx is TorchScript)
 TOLERANCE = 1e-4  # max |Δlogit| in fp32
 TOLERANCE_FP16 = 5e-2
 
@@ -37,12 +38,22 @@ def _eval_mode(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_out(path: Path) -> Path:
+@contextmanager
+def _staged(path):
+    """(final path, temp file beside it). The temp file keeps the artifact's suffix (so it can be
+    loaded for verification) and is removed on exit unless `_atomic_finish` moved it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(path.parent, os.W_OK):
         raise ExportError(f"output directory {path.parent} is not writable")
-    return path
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield path, tmp
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _meta_props(model: nn.Module, example: torch.Tensor, meta: dict | None) -> dict[str, str]:
@@ -76,30 +87,27 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, d
     The file only appears at `path` once checked and verified; `metadata_props` carry tag, classes,
     mean/std, input size and layout, weights sha256, and which exporter was used.
     """
-    import onnx
-
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"unsupported opset {opset}; supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
-    path = _check_out(path)
-    model = _eval_mode(model).cpu()
-    example = example.cpu()
-    export_model = model.half() if fp16 else model
-    ex = example.half() if fp16 else example
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    errors = []
-    try:
-        used = None
-        for use_dynamo in ([dynamo] if dynamo is not None else [True, False]):
-            try:
-                _onnx_export(export_model, ex, tmp, opset, dynamic_batch, use_dynamo)
-                used = "dynamo" if use_dynamo else "torchscript"
-                break
-            except Exception as e:  # try the next exporter, report all if none works
-                errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(e).__name__}: {e}")
-        if fp16:
-            model.float()  # verification compares against the caller's fp32 model
+    import onnx
+
+    with _staged(path) as (path, tmp):
+        model = _eval_mode(model).cpu()
+        example = example.cpu()
+        export_model = model.half() if fp16 else model
+        ex = example.half() if fp16 else example
+        try:
+            errors, used = [], None
+            for use_dynamo in ([dynamo] if dynamo is not None else [True, False]):
+                try:
+                    _onnx_export(export_model, ex, tmp, opset, dynamic_batch, use_dynamo)
+                    used = "dynamo" if use_dynamo else "torchscript"
+                    break
+                except Exception as e:  # try the next exporter, report all if none works
+                    errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(e).__name__}: {e}")
+        finally:
+            if fp16:
+                model.float()  # back to the caller's fp32 model, which verification compares against
         if used is None:
             raise ExportError("ONNX export failed:\n" + "\n".join(errors))
         proto = onnx.load(str(tmp))
@@ -115,11 +123,6 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, d
                                      batches=None if dynamic_batch else (len(example),))
             report["exporter"] = used
         return _atomic_finish(tmp, path, report)
-    finally:
-        if fp16:
-            model.float()
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _onnx_export(model, example, tmp: Path, opset: int, dynamic_batch: bool, dynamo: bool) -> None:
@@ -140,23 +143,19 @@ def _onnx_export(model, example, tmp: Path, opset: int, dynamic_batch: bool, dyn
 def to_torchscript(model: nn.Module, example: torch.Tensor, path, *, verify: bool = True,
                    verify_inputs: list[torch.Tensor] | None = None, meta: dict | None = None) -> Path:
     """torch.jit.script (falling back to trace), then freeze; metadata stored as `_extra_files`."""
-    path = _check_out(path)
-    model = _eval_mode(model).cpu()
-    example = example.cpu()
-    method = "script"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ts = torch.jit.script(model)
-        except Exception:
-            method = "trace"
-            ts = torch.jit.trace(model, example)
-        ts = torch.jit.freeze(ts.eval())
-    props = _meta_props(model, example, meta) | {"exporter": f"torchscript-{method}+freeze"}
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _staged(path) as (path, tmp):
+        model = _eval_mode(model).cpu()
+        example = example.cpu()
+        method = "script"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ts = torch.jit.script(model)
+            except Exception:
+                method = "trace"
+                ts = torch.jit.trace(model, example)
+            ts = torch.jit.freeze(ts.eval())
+        props = _meta_props(model, example, meta) | {"exporter": f"torchscript-{method}+freeze"}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
             torch.jit.save(ts, str(tmp), _extra_files={"zoo_meta.json": json.dumps(props)})
@@ -165,9 +164,6 @@ def to_torchscript(model: nn.Module, example: torch.Tensor, path, *, verify: boo
             report = verify_artifact(model, tmp, example, verify_inputs)
             report["exporter"] = props["exporter"]
         return _atomic_finish(tmp, path, report)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class Exported:

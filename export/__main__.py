@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def real_inputs(dataset: str, limit: int | None) -> list[torch.Tensor]:
+@functools.lru_cache(maxsize=4)  # --all verifies many models per dataset: load each test split once
+def real_inputs(dataset: str, limit: int | None) -> tuple[torch.Tensor, ...]:
     """The ingested test split in batches, or nothing (with a note) when it is not in the cache."""
     from zoo.data import loader
     from zoo.errors import ZooError
@@ -39,14 +41,14 @@ def real_inputs(dataset: str, limit: int | None) -> list[torch.Tensor]:
         ld = loader(dataset, "test", 1000, augment=None, shuffle=False)
     except ZooError as e:
         print(f"note: verifying on random inputs only: {e}", file=sys.stderr)
-        return []
+        return ()
     out, n = [], 0
     for x, _ in ld:
         out.append(x.clone())
         n += len(x)
         if limit and n >= limit:
             break
-    return out
+    return tuple(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             c, h, w = meta["input_size"]
             batch = 1 if args.format == "torchscript" or args.batch == "dynamic" else int(args.batch)
             example = torch.zeros(batch, c, h, w)
-            inputs = [] if args.no_verify else real_inputs(meta["dataset"], args.max_real)
+            inputs = [] if args.no_verify else list(real_inputs(meta["dataset"], args.max_real))
             if args.format == "onnx":
                 if args.batch != "dynamic":
                     inputs = [x[: int(args.batch)] for x in inputs if len(x) >= int(args.batch)][:1]

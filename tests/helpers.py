@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -129,6 +128,3 @@ def make_cached_split(dataset: str, n=512, size=32, chans=3, split="train", num_
     (d / "meta.json").write_text(json.dumps(meta))
     return open_split(dataset, split)
 
-
-def env_data_home() -> Path:
-    return Path(os.environ["ZOO_DATA"])

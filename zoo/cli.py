@@ -200,7 +200,9 @@ def cmd_eval(a) -> int:
 
     src = a.model
     model = None
-    if not Path(src).suffix in (".onnx", ".pt", ".ts"):
+    from export import EXPORTED_SUFFIXES
+
+    if Path(src).suffix not in EXPORTED_SUFFIXES:
         model = load(src)
         dataset = a.dataset or model.zoo_meta["dataset"]
     else:

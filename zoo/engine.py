@@ -167,9 +167,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     from .evaluation import evaluate
     from .weights import save_weights
 
-    name_for_recipe = model_or_name if isinstance(model_or_name, str) else None
-    rec = get_recipe(recipe or (default_recipe(name_for_recipe) if name_for_recipe else "adam"),
-                     epochs=epochs, **overrides)
+    if recipe is None:
+        recipe = default_recipe(model_or_name) if isinstance(model_or_name, str) else "adam"
+    rec = get_recipe(recipe, epochs=epochs, **overrides)
     rank, world = _dist()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and world > 1:
@@ -317,11 +317,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             "tag": f"{name}.{dataset}", "model": name, "dataset": dataset, "classes": list(data.classes),
             "num_classes": len(data.classes), "mean": data.norm[0], "std": data.norm[1],
             "input_size": [data.images.shape[3], data.images.shape[1], data.images.shape[2]],
-            "config_overrides": rec.model, "recipe": rec.to_dict() | {"name": recipe if isinstance(recipe, str) else
-                                                                      default_recipe(name) if name_for_recipe else None,
-                                                                      "seed": seed, "init": init,
-                                                                      "train_last": train_last,
-                                                                      "train_subset": train_subset},
+            "config_overrides": rec.model,
+            "recipe": rec.to_dict() | {"name": recipe if isinstance(recipe, str) else None, "seed": seed, "init": init,
+                                       "train_last": train_last, "train_subset": train_subset},
             "epochs_run": len(history), "train_seconds": round(train_seconds, 2), "device": _device_name(dev),
             "torch": torch.__version__, "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
         }

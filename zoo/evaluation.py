@@ -76,9 +76,9 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
 
     if isinstance(model_or_path, (str, os.PathLike)):
         p = Path(model_or_path)
-        if p.suffix in (".onnx", ".pt", ".ts"):
-            from export import load_exported
+        from export import EXPORTED_SUFFIXES, load_exported
 
+        if p.suffix in EXPORTED_SUFFIXES:
             fn = load_exported(p, device=device)
             return fn, fn.meta.get("tag", p.stem), fn.meta
         model_or_path = load(model_or_path)

@@ -103,7 +103,7 @@ class Loader:
         def produce(lo, hi):
             shape = (hi - lo, h, w, c) if self.channels_last else (hi - lo, c, h, w)
             out = torch.empty(shape, dtype=torch.uint8 if self.uint8 else torch.float32, pin_memory=pin)
-            p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
+            p = _slice(params, lo, hi)
             x = native.gather_native(images, order[lo:hi], p, pad, aug.cutout, None if self.uint8 else self.lut,
                                      self.channels_last, out, 1)
             return x, labels[lo:hi]
@@ -133,7 +133,7 @@ class Loader:
         for c0 in range(0, len(batches), max(1, chunk // self.batch_size)):
             group = batches[c0 : c0 + max(1, chunk // self.batch_size)]
             lo, hi = group[0][0], group[-1][1]
-            p = {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
+            p = _slice(params, lo, hi)
             lut = None if (self.uint8 or aug.jitter) else self._device_lut
             if gpu_kernels.available(self.device) and not aug.jitter:  # one kernel, output in the final dtype
                 x = gpu_kernels.augment(self._device_images, index[lo:hi], p, aug.crop_pad, aug.cutout, lut,
@@ -161,6 +161,11 @@ class Loader:
         from .ffcv_backend import ffcv_iter
 
         return ffcv_iter(self, epoch)
+
+
+def _slice(params: dict, lo: int, hi: int) -> dict:
+    """The per-sample augmentation parameters of samples lo..hi of the epoch."""
+    return {k: (v[lo:hi] if v is not None else None) for k, v in params.items()}
 
 
 def _prefetched(produce, ranges, depth: int, workers: int = 1):
