@@ -82,3 +82,18 @@ def test_shipped_weights_reproduce_manifest_accuracy(real_cifar10):
     model = zoo.load("lenet5.cifar10")
     r = zoo.evaluate(model, "cifar10", backend="onnxruntime")
     assert r.top1 == pytest.approx(model.zoo_meta["metrics"]["top1"], abs=0.003)
+
+
+def test_tsne_sample_spans_class_sorted_split():
+    """Ingested splits are sorted by class: the report's t-SNE sample must still cover every class."""
+    import warnings
+
+    from zoo.report import plot_tsne, sample_indices
+
+    labels = np.repeat(np.arange(10), 1000)  # class-sorted, as an ImageFolder ingest writes it
+    idx = sample_indices(len(labels), 1000)
+    assert len(idx) == 1000 and len(set(idx)) == 1000 and set(labels[idx]) == set(range(10))
+    feats = np.random.default_rng(0).normal(size=(200, 8)) + labels[idx][:200, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the legend must name exactly the classes plotted
+        assert plot_tsne(feats, labels[idx][:200], [f"c{i}" for i in range(10)])[:4] == b"\x89PNG"

@@ -97,7 +97,13 @@ def plot_gallery(images: np.ndarray, items: list[dict], classes: list[str], k: i
     return _png(fig)
 
 
-def features_and_activations(model, images_nchw, labels):
+def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of k of n indices, sorted. Ingested splits are ordered by class, so the
+    first k samples would show one or two classes only."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
+def features_and_activations(model, images_nchw):
     """Penultimate features for t-SNE, and each conv layer's activation maps for the first image."""
     import torch
 
@@ -128,9 +134,10 @@ def plot_tsne(feats: np.ndarray, labels: np.ndarray, classes: list[str]) -> byte
     plt = _plt()
     emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=0).fit_transform(feats)
     fig, ax = plt.subplots(figsize=(6, 6))
-    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10" if len(classes) <= 10 else "nipy_spectral", s=4)
-    if len(classes) <= 10:
-        ax.legend(sc.legend_elements(num=None)[0], classes, fontsize=7, loc="best")  # one entry per class
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10" if len(classes) <= 10 else "nipy_spectral", s=4,
+                    vmin=0, vmax=len(classes) - 1)
+    if len(classes) <= 10:  # one legend entry per class present in the sample
+        ax.legend(sc.legend_elements(num=None)[0], [classes[i] for i in np.unique(labels)], fontsize=7, loc="best")
     ax.set(title="t-SNE of penultimate-layer features", xticks=[], yticks=[])
     return _png(fig)
 
@@ -196,7 +203,7 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
                 tsne_samples: int = 1000) -> dict[str, Path]:
     """The evaluation report for one model: metrics, confusion matrices, per-class bars, gallery, curves,
     t-SNE and activation maps (the last two need the torch model)."""
-    from .data import loader, open_split
+    from .data import Loader, open_split
 
     r = results[0]
     classes = r.classes
@@ -223,17 +230,12 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
     if model is not None and hasattr(model, "forward_features"):
         import torch
 
-        ld = loader(r.dataset, r.split, 512, augment=None, shuffle=False)
-        xs, n = [], 0
-        for x, _ in ld:
-            xs.append(x.clone())
-            n += len(x)
-            if n >= tsne_samples:
-                break
-        x = torch.cat(xs)[:tsne_samples]
+
+        idx = sample_indices(len(split), tsne_samples)
+        x = torch.cat([b.clone() for b, _ in Loader(split, 512, augment=None, shuffle=False, indices=idx)])
         model = model.cpu().eval()
-        feats, acts = features_and_activations(model, x, split.labels[:tsne_samples])
-        figs.append(("t-SNE of penultimate features", plot_tsne(feats, split.labels[: len(x)], classes)))
+        feats, acts = features_and_activations(model, x)
+        figs.append(("t-SNE of penultimate features", plot_tsne(feats, split.labels[idx], classes)))
         if acts:
             figs.append(("activation maps", plot_activations(acts)))
     pngs = out_dir / "figures"
