@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import ExportError, SUPPORTED_OPSETS, to_onnx, to_torchscript
+from . import SUPPORTED_OPSETS, ExportError, to_onnx, to_torchscript
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--out", default="artifacts", help="output directory (default: artifacts)")
         s.add_argument("--no-verify", action="store_true", help="skip parity verification")
         s.add_argument("--max-real", type=int, default=None,
-                       help="verify on at most this many real test images (default: the whole test set)")
+                       help="verify on a seeded random sample of this many real test images "
+                            "(default: the whole test set)")
         if fmt == "onnx":
             s.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
             s.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
@@ -33,22 +34,18 @@ def parser() -> argparse.ArgumentParser:
 
 @functools.lru_cache(maxsize=4)  # --all verifies many models per dataset: load each test split once
 def real_inputs(dataset: str, limit: int | None) -> tuple[torch.Tensor, ...]:
-    """The ingested test split in batches, or nothing (with a note) when it is not in the cache."""
-    from zoo.data import loader
+    """The ingested test split in batches (a seeded random sample of `limit` images: splits are class-sorted,
+    so the first N would cover one or two classes), or nothing (with a note) when it is not in the cache."""
+    from zoo.data import Loader, open_split, sample_indices
     from zoo.errors import ZooError
 
     try:
-        ld = loader(dataset, "test", 1000, augment=None, shuffle=False)
+        split = open_split(dataset, "test")
     except ZooError as e:
         print(f"note: verifying on random inputs only: {e}", file=sys.stderr)
         return ()
-    out, n = [], 0
-    for x, _ in ld:
-        out.append(x.clone())
-        n += len(x)
-        if limit and n >= limit:
-            break
-    return tuple(out)
+    idx = sample_indices(len(split), limit) if limit and limit < len(split) else None
+    return tuple(x.clone() for x, _ in Loader(split, 1000, augment=None, shuffle=False, indices=idx))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch != "dynamic" and not args.batch.isdigit():
             print(f"error: --batch must be 'dynamic' or a positive integer, got {args.batch!r}", file=sys.stderr)
             return 2
+    if args.max_real is not None and args.max_real < 1:
+        print(f"error: --max-real must be >= 1, got {args.max_real}", file=sys.stderr)
+        return 2
     names = list(args.names)
     if args.all:
         names += zoo.list_pretrained()

@@ -124,3 +124,31 @@ def test_torchrun_ddp_two_cpu_processes(gen, tmp_path):
     hist = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert len(hist) == 2  # rank 0 alone logs
     assert (out / "model.safetensors").exists()
+
+
+def test_recipe_flips_are_off_for_digits(data_home, tmp_path, monkeypatch, capsys):
+    """A CIFAR-tuned recipe (crop_flip_cutout) must not mirror MNIST digits; colour data keeps its flips."""
+    import zoo.engine as engine
+
+    seen = []
+
+    class Spy(engine.Loader):
+        def __init__(self, *a, augment=None, **kw):
+            seen.append(engine.Augment.parse(augment))
+            super().__init__(*a, augment=augment, **kw)
+
+    monkeypatch.setattr(engine, "Loader", Spy)
+    make_cached_split("mnist", n=300, size=28, chans=1, split="train")
+    make_cached_split("mnist", n=100, size=28, chans=1, split="test", seed=1)
+    r = train("mlp2", "mnist", "adam", augment="crop_flip_cutout", epochs=1, batch_size=50,
+              out_dir=tmp_path / "m", progress=False)
+    assert seen[0] == engine.Augment(crop_pad=4, flip=False, cutout=8)
+    assert "horizontal flips are off for mnist" in capsys.readouterr().out
+    assert r.model.zoo_meta["metrics"]["top1_flip_tta"] is None  # no flip TTA for digits either
+    seen.clear()
+    make_cached_split("cifar10", n=300, size=32, chans=3, split="train")
+    make_cached_split("cifar10", n=100, size=32, chans=3, split="test", seed=1)
+    r = train("mlp2", "cifar10", "adam", augment="crop_flip_cutout", epochs=1, batch_size=50,
+              out_dir=tmp_path / "c", progress=False)
+    assert seen[0] == engine.Augment(crop_pad=4, flip=True, cutout=8)
+    assert 0 <= r.model.zoo_meta["metrics"]["top1_flip_tta"] <= 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,7 +61,10 @@ def test_evaluate_result_and_backend_agreement(gen_test):
     for row in cmp["rows"]:
         assert row["agreement_with_torch"] == 1.0 and row["max_abs_logit_diff"] <= 1e-4
     tta = zoo.evaluate(model, "evalgen", tta=True)
-    assert tta.tta and tta.num_samples == 300
+    assert tta.tta and tta.num_samples == 300 and r.top1_flip_tta is None
+    both = zoo.evaluate(model, "evalgen", report_flip_tta=True)  # single-view metrics + the TTA top-1, one pass
+    assert both.top1 == r.top1 and both.top1_flip_tta == pytest.approx(tta.top1)
+    np.testing.assert_allclose(both.logits, r.logits)
 
 
 def test_evaluate_errors(gen_test, tmp_path):
@@ -88,7 +94,8 @@ def test_tsne_sample_spans_class_sorted_split():
     """Ingested splits are sorted by class: the report's t-SNE sample must still cover every class."""
     import warnings
 
-    from zoo.report import plot_tsne, sample_indices
+    from zoo.data import sample_indices
+    from zoo.report import plot_tsne
 
     labels = np.repeat(np.arange(10), 1000)  # class-sorted, as an ImageFolder ingest writes it
     idx = sample_indices(len(labels), 1000)
@@ -97,3 +104,25 @@ def test_tsne_sample_spans_class_sorted_split():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the legend must name exactly the classes plotted
         assert plot_tsne(feats, labels[idx][:200], [f"c{i}" for i in range(10)])[:4] == b"\x89PNG"
+
+
+def test_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from zoo import report
+
+    sections = [("Summary", "text", "<p>text</p>")]
+    files = report.write_report(tmp_path / "r", "t", sections, {"a": 1}, {"figures/x.png": b"png"})
+    assert (tmp_path / "r" / "figures" / "x.png").read_bytes() == b"png"
+    assert json.loads(files["json"].read_text()) == {"a": 1} and "<p>text</p>" in files["html"].read_text()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["figures", "report.html", "report.json",
+                                                                   "report.md"]  # no staging folder left
+    real = Path.write_bytes
+
+    def fail_on_html(self, data):
+        if self.name == "report.html":
+            raise OSError("disk full")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fail_on_html)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(tmp_path / "s", "t", sections, {"a": 1}, {"figures/x.png": b"png"})
+    assert list((tmp_path / "s").iterdir()) == []  # neither figures nor a partial report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -13,6 +14,7 @@ import zoo
 from export import ExportError, load_exported, to_onnx, to_torchscript
 
 from .conftest import run_cli
+from .helpers import make_cached_split
 
 
 def test_onnx_metadata_and_report(tmp_path):
@@ -105,3 +107,26 @@ def test_cli_onnx_and_torchscript(tmp_path):
     assert bad.returncode == 1 and "lenet5" in bad.stderr
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--opset", "3", check=False)
     assert bad.returncode == 2 and "opset" in bad.stderr
+
+
+def test_max_real_is_a_sample_across_classes(data_home):
+    """Ingested splits are class-sorted: --max-real N must verify on a spread sample, not the first N images."""
+    from export.__main__ import real_inputs
+
+    split = make_cached_split("cifar10", n=600, split="test")
+    order = np.argsort(split.labels, kind="stable")  # rewrite the split class-sorted, as ingest leaves it
+    images, labels = np.array(split.images[order]), np.array(split.labels[order])
+    del split
+    np.save(data_home / "cifar10" / "test" / "images.npy", images)
+    np.save(data_home / "cifar10" / "test" / "labels.npy", labels)
+    real_inputs.cache_clear()
+    x = torch.cat(real_inputs("cifar10", 100))
+    real_inputs.cache_clear()
+    assert x.shape == (100, 3, 32, 32)
+    ref = zoo.data.open_split("cifar10", "test")
+    idx = zoo.data.sample_indices(len(ref), 100)
+    assert len(set(ref.labels[idx].tolist())) == 10  # every class is represented
+    first = next(iter(zoo.data.Loader(ref, 600, augment=None, shuffle=False)))[0]
+    torch.testing.assert_close(x, first[idx])
+    bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--max-real", "0", check=False)
+    assert bad.returncode == 2 and "--max-real" in bad.stderr

@@ -106,7 +106,7 @@ def test_image_modes_converted(tmp_path):
     Image.fromarray(rgb).convert("L").save(d / "gray.png")
     Image.fromarray(np.dstack([rgb, np.full((32, 32), 9, np.uint8)])).save(d / "rgba.png")
     Image.fromarray(rgb).convert("P").save(d / "palette.png")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(d / "deep16.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(d / "deep16.png")
     Image.fromarray(rgb).convert("CMYK").save(d / "cmyk.jpg", quality=95)
     s = readers.read_image_folder(tmp_path / "train", size=(32, 32, 3))
     names = sorted(p.name for p in d.iterdir())

@@ -7,7 +7,7 @@ import math
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import Loader, open_split
-from .data.specs import DATASETS
+from .data import Augment, Loader, open_split
+from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
 from .recipes import Recipe, default_recipe, get_recipe
 
@@ -192,7 +192,14 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    augment = rec.augment if rec.augment != "auto" else ("mnist" if data.images.shape[-1] == 1 else "crop_flip")
+    flip_ok = flips_keep_labels(dataset, data.images.shape[-1])
+    augment = Augment.parse(rec.augment if rec.augment != "auto" else ("crop_flip" if flip_ok else "mnist"))
+    if augment.flip and not flip_ok and isinstance(rec.augment, str):
+        # A recipe tuned on CIFAR (crop_flip_cutout) would mirror digits; an explicit Augment/dict is kept as given.
+        augment = replace(augment, flip=False)
+        if rank == 0:
+            print(f"note: horizontal flips are off for {dataset} (mirroring changes its labels); "
+                  f"training with {augment}")
     backend = "gpu" if cuda else "native"
     train_loader = Loader(data, rec.batch_size, augment=augment, shuffle=True, drop_last=True, seed=seed,
                           backend=backend, device=dev, channels_last=channels_last, indices=train_idx,
@@ -326,11 +333,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         model.zoo_meta = meta
         if evaluate_test:
             try:
-                result_test = evaluate(model, dataset, device=str(dev), batch_size=1024)
-                tta = evaluate(model, dataset, device=str(dev), batch_size=1024, tta=True) \
-                    if data.images.shape[-1] == 3 else None  # flip TTA: meaningless for digits
+                result_test = evaluate(model, dataset, device=str(dev), batch_size=1024,
+                                       report_flip_tta=flip_ok)
                 meta["metrics"] = {"top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
-                                   "top1_flip_tta": tta.top1 if tta else None,
+                                   "top1_flip_tta": result_test.top1_flip_tta,
                                    "macro_f1": result_test.macro["f1"], "split": "test",
                                    "per_class_accuracy": result_test.per_class_accuracy,
                                    "evaluated_with": "zoo.evaluate, backend torch"}

@@ -47,6 +47,7 @@ class EvalResult:
     misclassified: list[dict[str, Any]]
     throughput: dict[str, float]
     tta: bool = False
+    top1_flip_tta: float | None = None  # with report_flip_tta=True: top-1 of the flip-averaged logits
     logits: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -100,8 +101,13 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
 
 
 def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str = "cpu", batch_size: int = 1024,
-             split: str = "test", tta: bool = False, max_misclassified: int = 200, warmup: int = 2) -> EvalResult:
-    """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split."""
+             split: str = "test", tta: bool = False, report_flip_tta: bool = False, max_misclassified: int = 200,
+             warmup: int = 2) -> EvalResult:
+    """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split.
+
+    tta=True: every metric uses the average of the image's and its horizontal flip's logits.
+    report_flip_tta=True: metrics stay single-view, and `top1_flip_tta` also gives the flip-TTA top-1 from the
+    same pass (one extra forward per batch, outside the timed region)."""
     from .data import loader
 
     if backend not in EVAL_BACKENDS:
@@ -131,13 +137,15 @@ def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str
         for _ in range(warmup):  # warm-up: lazy init, kernel selection, ORT arena growth
             forward(first[0])
         sync()
-        logits, times = [], []
-        for x, y in [first, *it]:
+        logits, flipped, times = [], [], []
+        for x, _ in [first, *it]:
             t0 = time.perf_counter()
             out = forward(x)
             sync()
             times.append(time.perf_counter() - t0)
             logits.append(out.float().cpu())
+            if report_flip_tta and not tta:
+                flipped.append(fn(x.flip(3)).float().cpu())
         sync()
     logits_t = torch.cat(logits)
     if logits_t.shape[1] != n_cls:
@@ -152,6 +160,10 @@ def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str
     wrong = np.flatnonzero(yn != pn)
     wrong = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")][:max_misclassified]
     lat = np.array(times) * 1000
+    top1_flip = None
+    if report_flip_tta:
+        both = logits_t if tta else (logits_t + torch.cat(flipped)) / 2
+        top1_flip = float((both.argmax(1) == y).double().mean())
     return EvalResult(
         model=name, dataset=dataset, split=split, backend=backend, device=device, num_samples=len(yn),
         classes=list(ld.classes), top1=m["accuracy"],
@@ -162,7 +174,7 @@ def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str
                        for i in wrong],
         throughput={"images_per_s": len(yn) / lat.sum() * 1000, "batch_size": batch_size,
                     "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95))},
-        tta=tta, logits=logits_t.numpy(),
+        tta=tta, top1_flip_tta=top1_flip, logits=logits_t.numpy(),
     )
 
 

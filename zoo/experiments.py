@@ -55,10 +55,10 @@ def run_experiment(family: str, dataset: str, *, epochs: int | None = None, out_
         classes = t.classes
     pc_rows = [{"class": c, **{lab: acc[i] for lab, acc in per_class.items()}} for i, c in enumerate(classes)]
     curve_png = plot_curves(curves, title=f"{family} variants on {dataset}")
-    (out / "curves.png").write_bytes(curve_png)
     sections = [("Accuracy", *_table(rows)),
                 ("Training curves", "![curves](curves.png)", _img(curve_png, "overlaid training curves")),
                 ("Per-class accuracy", *_table(pc_rows)),
                 ("Confusion matrices (row-normalised)", "", "".join(_img(p, lab) for lab, p in cms))]
     return write_report(out, f"{family} variants on {dataset}", sections, {"rows": rows, "per_class": per_class,
-                                                                           "curves": curves})
+                                                                           "curves": curves},
+                        {"curves.png": curve_png})

@@ -6,6 +6,9 @@ import base64
 import html
 import io
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +100,6 @@ def plot_gallery(images: np.ndarray, items: list[dict], classes: list[str], k: i
     return _png(fig)
 
 
-def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
-    """A seeded random sample of k of n indices, sorted. Ingested splits are ordered by class, so the
-    first k samples would show one or two classes only."""
-    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
-
-
 def features_and_activations(model, images_nchw):
     """Penultimate features for t-SNE, and each conv layer's activation maps for the first image."""
     import torch
@@ -186,16 +183,29 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
        "margin:0.5em}img{max-width:100%}")
 
 
-def write_report(out_dir: Path, title: str, sections: list[tuple[str, str, str]], data: dict) -> dict[str, Path]:
-    """sections: (heading, markdown, html). Writes report.json, report.md, report.html."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(data, indent=1, default=str))
+def write_report(out_dir: Path, title: str, sections: list[tuple[str, str, str]], data: dict,
+                 files: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """sections: (heading, markdown, html); files: extra files (e.g. figures/x.png) by relative path.
+    Writes report.json, report.md, report.html. Everything is written to a staging folder first and moved into
+    place at the end (report.* last), so a failure part-way leaves no half-written report."""
     md = f"# {title}\n\n" + "".join(f"## {h}\n\n{m}\n\n" for h, m, _ in sections)
-    (out_dir / "report.md").write_text(md)
     body = "".join(f"<h2>{html.escape(h)}</h2>{x}" for h, _, x in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
-    (out_dir / "report.html").write_text(page)
+    payload = {**(files or {}), "report.json": json.dumps(data, indent=1, default=str).encode(),
+               "report.md": md.encode(), "report.html": page.encode()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        for rel, blob in payload.items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            (stage / rel).write_bytes(blob)
+        for rel in payload:
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, out_dir / rel)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return {k: out_dir / f"report.{k}" for k in ("json", "md", "html")}
 
 
@@ -203,7 +213,7 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
                 tsne_samples: int = 1000) -> dict[str, Path]:
     """The evaluation report for one model: metrics, confusion matrices, per-class bars, gallery, curves,
     t-SNE and activation maps (the last two need the torch model)."""
-    from .data import Loader, open_split
+    from .data import Loader, open_split, sample_indices
 
     r = results[0]
     classes = r.classes
@@ -238,14 +248,12 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
         figs.append(("t-SNE of penultimate features", plot_tsne(feats, split.labels[idx], classes)))
         if acts:
             figs.append(("activation maps", plot_activations(acts)))
-    pngs = out_dir / "figures"
-    pngs.mkdir(parents=True, exist_ok=True)
-    md_figs, html_figs = "", ""
+    md_figs, html_figs, files = "", "", {}
     for i, (name, png) in enumerate(figs):
         fn = f"{i:02d}_{name.split(' (')[0].replace(' ', '_').replace('-', '_')}.png"
-        (pngs / fn).write_bytes(png)
+        files[f"figures/{fn}"] = png
         md_figs += f"![{name}](figures/{fn})\n\n"
         html_figs += _img(png, name)
     sections.append(("Figures", md_figs, html_figs))
     data = {"results": [x.to_dict() for x in results], "comparison": comparison}
-    return write_report(out_dir, f"{r.model} on {r.dataset}/{r.split}", sections, data)
+    return write_report(out_dir, f"{r.model} on {r.dataset}/{r.split}", sections, data, files)

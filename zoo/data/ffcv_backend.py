@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 class _Indexed:
     def __init__(self, images, labels):
         self.images, self.labels = images, labels
@@ -42,8 +41,15 @@ def beton_path(data) -> Path:
 def _loader(ld):
     from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import Cutout, NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToTensor, \
-        ToTorchImage
+    from ffcv.transforms import (
+        Cutout,
+        NormalizeImage,
+        RandomHorizontalFlip,
+        RandomTranslate,
+        Squeeze,
+        ToTensor,
+        ToTorchImage,
+    )
 
     aug = ld.augment
     mean, std = (ld.mean * 3, ld.std * 3) if ld.data.images.shape[-1] == 1 else (ld.mean, ld.std)

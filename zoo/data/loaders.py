@@ -195,6 +195,12 @@ def _prefetched(produce, ranges, depth: int, workers: int = 1):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of k of n indices, sorted. Ingested splits are ordered by class, so the
+    first k samples would show one or two classes only."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
 def loader(dataset: str, split: str = "train", batch_size: int = 512, *, labels: str = "fine", **kw) -> Loader:
     """A loader over an ingested split. See `Loader` for the options (augment, backend, device, ...)."""
     return Loader(open_split(dataset, split, labels=labels), batch_size, **kw)

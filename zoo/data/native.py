@@ -123,7 +123,7 @@ class Augment:
     }
 
     @classmethod
-    def parse(cls, spec) -> "Augment":
+    def parse(cls, spec) -> Augment:
         from ..errors import ZooError, suggest
 
         if spec is None or spec is False:

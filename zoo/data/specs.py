@@ -20,10 +20,11 @@ class DatasetSpec:
     splits: tuple[str, ...]
     classes: tuple[str, ...] | None = None  # None: read from the source (CIFAR-100, ImageFolder)
     has_val: bool = False  # ships its own validation split (CINIC-10's "valid")
+    hflip: bool = True  # a mirrored image keeps its label (False for digits: flips are off in training and TTA)
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", 1, 28, 10, ("train", "test"), MNIST_CLASSES),
+    "mnist": DatasetSpec("mnist", 1, 28, 10, ("train", "test"), MNIST_CLASSES, hflip=False),
     "cifar10": DatasetSpec("cifar10", 3, 32, 10, ("train", "test"), CIFAR10_CLASSES),
     "cifar100": DatasetSpec("cifar100", 3, 32, 100, ("train", "test")),
     "cinic10": DatasetSpec("cinic10", 3, 32, 10, ("train", "valid", "test"), CIFAR10_CLASSES, has_val=True),
@@ -36,3 +37,9 @@ def dataset_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise ZooError(f"unknown dataset {name!r}; {suggest(name, DATASETS)}") from None
+
+
+def flips_keep_labels(name: str, in_chans: int) -> bool:
+    """Whether horizontal flips are label-preserving for a dataset (unknown datasets: colour ones are)."""
+    spec = DATASETS.get(name)
+    return spec.hflip if spec else in_chans == 3
