@@ -63,6 +63,8 @@ def test_eval_compare_report(tmp_path, data_home):
     assert any("t_SNE" in f for f in figs) and any("activation" in f for f in figs)
     assert any("confusion" in f for f in figs) and any("misclassified" in f for f in figs)
     _browser_check(out / "report.html", tmp_path)
+    bad = run_cli("-m", "zoo", "eval", str(tmp_path / "missing.onnx"), "--dataset", "cifar10", check=False)
+    assert bad.returncode == 2 and "missing.onnx does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

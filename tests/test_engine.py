@@ -84,6 +84,13 @@ def test_bad_inputs(gen, tmp_path):
         train("lenet5", "gen", "fast_lenett", progress=False)
     with pytest.raises(ZooError, match="python -m zoo ingest"):
         train("lenet5", "nothere", progress=False)
+    with pytest.raises(ZooError, match="did you mean gen"):
+        train("lenet5", "gem", progress=False)
+    for bad, field in [({"epochs": 0}, "epochs=0"), ({"lr": -1.0}, "lr=-1.0"), ({"optimizer": "adamax"}, "optimizer"),
+                       ({"label_smoothing": 1.0}, "label_smoothing"), ({"augment": "crop_flop"}, "crop_flip")]:
+        with pytest.raises(ZooError, match=field):
+            train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **bad)
+    assert not (tmp_path / "never").exists()  # rejected before a run folder is made
     train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False)
     with pytest.raises(ZooError, match="checkpoint is for mlp2"):
         train("mlp4", "gen", "adam", epochs=2, out_dir=tmp_path / "r", resume=True, progress=False)

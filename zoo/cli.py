@@ -278,12 +278,14 @@ def cmd_publish(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from export import ExportError
+
     from .errors import ZooError
 
     args = parser().parse_args(argv)
     try:
         return globals()[f"cmd_{args.cmd}"](args)
-    except ZooError as e:
+    except (ZooError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,6 +27,29 @@ class Recipe:
     val_fraction: float = 0.1  # carved from train when the dataset has no validation split
     model: dict = field(default_factory=dict)  # model config overrides, e.g. {"dropout": 0.2}
 
+    def __post_init__(self):
+        """Bad values fail here, naming the field, before any data is read or a run folder is made."""
+        checks = {
+            "optimizer": self.optimizer in ("adam", "adamw", "sgd"),
+            "schedule": self.schedule in ("constant", "step", "cosine", "onecycle"),
+            "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epochs": self.epochs >= 1,
+            "weight_decay": self.weight_decay >= 0, "momentum": 0 <= self.momentum < 1,
+            "nesterov": not (self.nesterov and self.momentum == 0),
+            "warmup_epochs": self.warmup_epochs >= 0, "step_epochs": self.step_epochs >= 1, "gamma": self.gamma > 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1, "grad_clip": self.grad_clip >= 0,
+            "patience": self.patience >= 0, "val_fraction": 0 <= self.val_fraction < 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ZooError("invalid recipe value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+                           + " (optimizer: adam|adamw|sgd; schedule: constant|step|cosine|onecycle; lr, gamma > 0; "
+                           "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction in [0, 1); "
+                           "nesterov needs momentum > 0; the rest >= 0)")
+        if self.augment != "auto":
+            from .data.native import Augment
+
+            Augment.parse(self.augment)  # unknown preset -> ZooError with the valid names
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ZooError
+from ..errors import ZooError, suggest
 from . import readers
 from .specs import DATASETS
 
@@ -230,6 +230,9 @@ def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit
     if not meta_file.exists():
         known = sorted(p.name for p in (data_home() / dataset).iterdir()) if (data_home() / dataset).is_dir() else []
         have = f" (ingested splits: {', '.join(known)})" if known else ""
+        if not known:  # maybe a typo: name the datasets that exist
+            ingested = {p.name for p in data_home().iterdir() if p.is_dir()} if data_home().is_dir() else set()
+            have = f" ({suggest(dataset, set(DATASETS) | ingested, 'known or ingested datasets')})"
         raise ZooError(
             f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
             f"run: python -m zoo ingest {dataset} --root DIR"
