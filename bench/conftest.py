@@ -9,6 +9,13 @@ import pytest
 QUICK = os.environ.get("ZOO_BENCH_QUICK") == "1"  # CI: few rounds, small sizes, so the suites never rot
 
 
+def pytest_configure(config):
+    import torch
+
+    # Fixed shapes in every benchmark: cuDNN times its conv algorithms during warm-up and keeps the fastest.
+    torch.backends.cudnn.benchmark = True
+
+
 @pytest.fixture(scope="session")
 def cifar_like():
     """The ingested CIFAR-10 train split if present, else a generated split of the same shape."""

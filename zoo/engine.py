@@ -176,6 +176,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
     cuda = dev.type == "cuda"
+    if cuda:  # batch shapes are fixed (drop_last): let cuDNN time its conv algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     compile = cuda if compile is None else compile
     channels_last = cuda if channels_last is None else channels_last
     bf16 = cuda if bf16 is None else bf16

@@ -114,6 +114,8 @@ def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str
         raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ZooError("device 'cuda' requested but CUDA is not available")
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed batch shape: pick the fastest conv algorithms once
     if backend == "auto":
         backend = AUTO_BACKEND["cuda" if device.startswith("cuda") else "cpu"]
     ld = loader(dataset, split, batch_size, augment=None, shuffle=False,
