@@ -81,11 +81,32 @@ def test_stl10_binary_resize_and_subset(tmp_path):
     s = readers.read_stl10(tmp_path, "train")
     assert s.images.shape == (20, 96, 96, 3)
     assert np.array_equal(s.images, truth["train"][0]) and np.array_equal(s.labels, truth["train"][1])
-    small = readers.read_stl10(tmp_path, "train", resize=32, classes=["cat", "dog"])
-    assert small.images.shape == (4, 32, 32, 3) and small.classes == ["cat", "dog"]
-    assert set(small.labels) == {0, 1}
-    with pytest.raises(ZooError, match="unknown STL-10 class"):
-        readers.read_stl10(tmp_path, "train", classes=["unicorn"])
+    small = readers.subset_classes(readers.read_stl10(tmp_path, "train", resize=32), ["dog", "cat"], tmp_path)
+    assert small.images.shape == (4, 32, 32, 3) and small.classes == ["dog", "cat"]
+    cat, dog = s.classes.index("cat"), s.classes.index("dog")
+    assert list(small.labels) == [0 if y == dog else 1 for y in s.labels if y in (cat, dog)]  # renumbered, in order
+    with pytest.raises(ZooError, match=r"--classes: unknown class\(es\) \['unicorn'\]"):
+        readers.subset_classes(s, ["unicorn"], tmp_path)
+    with pytest.raises(ZooError, match="repeated"):
+        readers.subset_classes(s, ["cat", "cat"], tmp_path)
+
+
+def test_class_subset_through_ingest(tmp_path, data_home):
+    """--classes works for every format: CIFAR-100 pickles (coarse labels follow) and an ImageFolder tree."""
+    from zoo.data import ingest, open_split
+
+    write_cifar100(tmp_path / "c100")
+    full = readers.read_cifar100(tmp_path / "c100", "train")
+    keep = [full.classes[7], full.classes[3]]
+    ingest("cifar100", tmp_path / "c100", classes=keep, progress=False)
+    sub = open_split("cifar100", "train")
+    mask = np.isin(full.labels, [7, 3])
+    assert sub.classes == keep and np.array_equal(sub.images, full.images[mask])
+    assert np.array_equal(open_split("cifar100", "train", labels="coarse").labels, full.extra["coarse_labels"][mask])
+    write_image_folder(tmp_path / "tree", n_per_class=2, classes=["a", "b", "c"], splits=["train", "test"])
+    ingest("abc_2", tmp_path / "tree", classes=["c", "a"], progress=False)
+    t = open_split("abc_2", "test")
+    assert t.classes == ["c", "a"] and sorted(t.labels.tolist()) == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

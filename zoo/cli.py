@@ -29,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--splits", help="comma-separated splits (default: all present)")
     s.add_argument("--force", action="store_true", help="rebuild even when the cache is current")
     s.add_argument("--resize", type=int, help="STL-10: resize to this size (e.g. 32)")
-    s.add_argument("--classes", help="STL-10: comma-separated subset of classes")
+    s.add_argument("--classes", help="keep only these comma-separated classes, labels in this order (any format; "
+                   "ingest under a new name, e.g. cifar10_5)")
     s.add_argument("--threads", type=int, help="decoder threads (default: all cores)")
 
     s = sub.add_parser("train", help="train a model with a named recipe")

@@ -93,14 +93,19 @@ def detect_format(dataset: str, root: Path) -> str:
 
 def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None, **opts) -> readers.RawSplit:
     if fmt == "idx":
-        return readers.read_mnist(root, split)
-    if fmt == "pickle":
-        return (readers.read_cifar10 if dataset == "cifar10" else readers.read_cifar100)(root, split)
-    if fmt == "stl10":
-        return readers.read_stl10(root, split, resize=opts.get("resize"), classes=opts.get("classes"))
+        raw = readers.read_mnist(root, split)
+    elif fmt == "pickle":
+        raw = (readers.read_cifar10 if dataset == "cifar10" else readers.read_cifar100)(root, split)
+    elif fmt == "stl10":
+        raw = readers.read_stl10(root, split, resize=opts.get("resize"))
+    else:
+        spec = DATASETS.get(dataset)
+        size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
+        raw = readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
     spec = DATASETS.get(dataset)
-    size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
-    return readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
+    if spec and spec.classes is not None and fmt != "stl10" and list(raw.classes) != list(spec.classes):
+        raise ZooError(f"--root {root}: {dataset} classes {raw.classes} differ from the canonical {list(spec.classes)}")
+    return readers.subset_classes(raw, opts["classes"], root / split) if opts.get("classes") else raw
 
 
 @contextmanager
@@ -129,7 +134,8 @@ def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = 
     """Decode `dataset` from `root` into the cache (once); returns {split: folder}.
 
     `dataset` is one of the known names, or any new name for an ImageFolder tree.
-    STL-10 options: `resize=32`, `classes=[...]`.
+    Options: `classes=[...]` keeps a subset of classes (any format, labels renumbered in that order);
+    STL-10: `resize=32`.
     """
     root = Path(root).expanduser()
     fmt = detect_format(dataset, root)
@@ -170,9 +176,6 @@ def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opt
         for b in bars:
             b.close()
     seconds = time.perf_counter() - t0
-    spec = DATASETS.get(dataset)
-    if spec and spec.classes is not None and fmt != "stl10" and list(raw.classes) != list(spec.classes):
-        raise ZooError(f"--root {root}: {dataset} classes {raw.classes} differ from the canonical {list(spec.classes)}")
     mean, std = channel_stats(raw.images)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=final.parent))

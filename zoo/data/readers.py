@@ -29,6 +29,20 @@ class RawSplit:
     sources: list[Path] = field(default_factory=list)  # files read (for the cache fingerprint)
 
 
+def subset_classes(raw: RawSplit, classes: list[str], where: Path) -> RawSplit:
+    """Keep only `classes` (labels renumbered in the order given), e.g. a 5-class subset to fine-tune on."""
+    unknown = [c for c in classes if c not in raw.classes]
+    if unknown or len(set(classes)) != len(classes):
+        what = f"unknown class(es) {unknown}" if unknown else f"repeated class names in {classes}"
+        raise ZooError(f"--classes: {what} in {where}; valid: {', '.join(raw.classes)}")
+    keep = np.array([raw.classes.index(c) for c in classes])
+    mask = np.isin(raw.labels, keep)
+    remap = np.full(len(raw.classes), -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+    return RawSplit(raw.images[mask], remap[raw.labels[mask]], list(classes),
+                    {k: v[mask] for k, v in raw.extra.items()}, raw.extra_meta, raw.sources)
+
+
 # ---------------------------------------------------------------- MNIST IDX
 
 IDX_DTYPES = {0x08: np.uint8}
@@ -168,7 +182,7 @@ def read_cifar100(root: Path, split: str) -> RawSplit:
 # ---------------------------------------------------------------- STL-10 binaries
 
 
-def read_stl10(root: Path, split: str, *, resize: int | None = None, classes: list[str] | None = None) -> RawSplit:
+def read_stl10(root: Path, split: str, *, resize: int | None = None) -> RawSplit:
     root = root / "stl10_binary" if (root / "stl10_binary").is_dir() else root
     xp, yp, cp = root / f"{split}_X.bin", root / f"{split}_y.bin", root / "class_names.txt"
     for p in (xp, yp, cp):
@@ -185,15 +199,6 @@ def read_stl10(root: Path, split: str, *, resize: int | None = None, classes: li
     names = [line.strip() for line in cp.read_text().splitlines() if line.strip()]
     if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
         raise ZooError(f"{yp}: labels must be 1..{len(names)}")
-    if classes:
-        unknown = [c for c in classes if c not in names]
-        if unknown:
-            raise ZooError(f"unknown STL-10 class(es) {unknown}; valid: {', '.join(names)}")
-        keep_ids = [names.index(c) for c in classes]
-        mask = np.isin(labels, keep_ids)
-        remap = np.full(len(names), -1, np.int64)
-        remap[keep_ids] = np.arange(len(keep_ids))
-        images, labels, names = images[mask], remap[labels[mask]], list(classes)
     if resize and resize != 96:
         import torch
         import torch.nn.functional as F
