@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All set-up in one command, then the job:
 #   bash tests/bootstrap.sh demo   # venv + install (builds the C++ extension) + MNIST demo (train/eval/export/report)
-#   bash tests/bootstrap.sh test   # venv + install + the test suite + a quick benchmark run
+#   bash tests/bootstrap.sh test   # venv + install + lint + the test suite + a quick benchmark run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-test}
