@@ -117,6 +117,10 @@ def test_init_torchvision_and_zoo_with_head_replacement(data_home, tmp_path):
     assert r2.model.fc.out_features == 5 and len(r2.history) == 1
     assert sum(1 for line in (tmp_path / "zz" / "steps.jsonl").read_text().splitlines()) == 2  # 4/class * 5 / 10
     assert r2.model.features[0][0].weight.shape == src.features[0][0].weight.shape
+    with pytest.raises(ZooError, match=r"--init zoo:lenet5_wide.mnist: tensor shapes differ.*features\.0\.0\.weight"):
+        train("lenet5_wide", "five", "adam", epochs=1, init="zoo:lenet5_wide.mnist", out_dir=tmp_path / "x",
+              progress=False)  # a 1-channel 28x28 checkpoint into a 3-channel 32x32 model
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.dist

@@ -141,6 +141,13 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
     head_keys = {k for k in state if k.startswith("fc.")}
     if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != num_classes:
         state = {k: v for k, v in state.items() if k not in head_keys}
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:  # e.g. an MNIST (1-channel, 28x28) checkpoint into a CIFAR model
+        raise ZooError(f"--init {init}: tensor shapes differ from {type(model).__name__} on this dataset "
+                       f"(checkpoint vs model): {'; '.join(wrong[:3])}; start from a checkpoint trained on inputs "
+                       "of the same channels and size")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
