@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --opset {args.opset} unsupported; use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}",
                   file=sys.stderr)
             return 2
-        if args.batch != "dynamic" and not args.batch.isdigit():
+        if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) > 0):
             print(f"error: --batch must be 'dynamic' or a positive integer, got {args.batch!r}", file=sys.stderr)
             return 2
     if args.max_real is not None and args.max_real < 1:

@@ -107,6 +107,8 @@ def test_cli_onnx_and_torchscript(tmp_path):
     assert bad.returncode == 1 and "lenet5" in bad.stderr
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--opset", "3", check=False)
     assert bad.returncode == 2 and "opset" in bad.stderr
+    bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--batch", "0", check=False)
+    assert bad.returncode == 2 and "--batch must be 'dynamic' or a positive integer" in bad.stderr
 
 
 def test_max_real_is_a_sample_across_classes(data_home):

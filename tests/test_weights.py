@@ -93,6 +93,9 @@ def test_safetensors_path_and_bad_file(tmp_path):
         zoo.load(bad)
     with pytest.raises(ZooError, match="does not exist"):
         zoo.load(tmp_path / "missing.safetensors")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ZooError, match=r"notes.txt is not a zoo weights file"):
+        zoo.load(tmp_path / "notes.txt")
 
 
 def test_shipped_manifest_entries_verify():

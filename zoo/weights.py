@@ -137,6 +137,9 @@ def load(tag_or_path: str | os.PathLike) -> nn.Module:
             raise ZooError(f"weights file {p} does not exist")
         meta = read_embedded_meta(p)
         path = p
+    elif p.is_file():
+        raise ZooError(f"{p} is not a zoo weights file (.safetensors); exported models (.onnx, .pt) load with "
+                       "zoo.load_exported")
     else:
         tag = resolve_tag(str(tag_or_path))
         path, meta = weights_file(tag)
