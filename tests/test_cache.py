@@ -80,3 +80,15 @@ def test_cinic_style_valid_split(tmp_path, data_home):
     write_image_folder(tmp_path / "cinic", n_per_class=1, classes=CLASSES10, splits=("train", "valid", "test"))
     assert set(ingest("cinic10", tmp_path / "cinic", progress=False)) == {"train", "valid", "test"}
     assert len(open_split("cinic10", "valid")) == 10
+
+
+def test_wrong_tree_or_option_fails_before_decoding(tmp_path, data_home, monkeypatch):
+    from zoo.data import native
+
+    write_image_folder(tmp_path / "c10", n_per_class=1)  # CIFAR-10 class folders
+    monkeypatch.setattr(native, "decode_files", lambda *a, **k: pytest.fail("decoded a tree it should refuse"))
+    with pytest.raises(ZooError, match=r"mnist classes \['airplane'.*differ from the canonical \['0'"):
+        ingest("mnist", tmp_path / "c10", progress=False)
+    with pytest.raises(ZooError, match="--resize applies to STL-10 only"):
+        ingest("cifar10", tmp_path / "c10", progress=False, resize=16)
+    assert not (data_home / "mnist" / "train").exists() and not (data_home / "cifar10" / "train").exists()

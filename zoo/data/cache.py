@@ -92,6 +92,11 @@ def detect_format(dataset: str, root: Path) -> str:
 
 
 def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None, **opts) -> readers.RawSplit:
+    spec = DATASETS.get(dataset)
+    if opts.get("resize") and fmt != "stl10":
+        raise ZooError(f"--resize applies to STL-10 only; {dataset} images are stored at their own size")
+    if fmt == "imagefolder" and spec and spec.classes is not None:  # wrong tree: fail before decoding it
+        _check_classes(dataset, root, readers.class_folders(root / split), spec)
     if fmt == "idx":
         raw = readers.read_mnist(root, split)
     elif fmt == "pickle":
@@ -99,13 +104,16 @@ def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None,
     elif fmt == "stl10":
         raw = readers.read_stl10(root, split, resize=opts.get("resize"))
     else:
-        spec = DATASETS.get(dataset)
         size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
         raw = readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
-    spec = DATASETS.get(dataset)
-    if spec and spec.classes is not None and fmt != "stl10" and list(raw.classes) != list(spec.classes):
-        raise ZooError(f"--root {root}: {dataset} classes {raw.classes} differ from the canonical {list(spec.classes)}")
+    if spec and spec.classes is not None and fmt != "stl10":
+        _check_classes(dataset, root, raw.classes, spec)
     return readers.subset_classes(raw, opts["classes"], root / split) if opts.get("classes") else raw
+
+
+def _check_classes(dataset: str, root: Path, found: list[str], spec) -> None:
+    if list(found) != list(spec.classes):
+        raise ZooError(f"--root {root}: {dataset} classes {found} differ from the canonical {list(spec.classes)}")
 
 
 @contextmanager
