@@ -79,7 +79,7 @@ def test_nan_loss_stops_and_keeps_checkpoint(gen, tmp_path, monkeypatch):
     assert kept["epoch"] == good["epoch"] == 0
 
 
-def test_bad_inputs(gen, tmp_path):
+def test_bad_inputs(gen, tmp_path, capsys):
     with pytest.raises(ZooError, match="fast_lenet"):
         train("lenet5", "gen", "fast_lenett", progress=False)
     with pytest.raises(ZooError, match="python -m zoo ingest"):
@@ -91,7 +91,8 @@ def test_bad_inputs(gen, tmp_path):
         with pytest.raises(ZooError, match=field):
             train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **bad)
     assert not (tmp_path / "never").exists()  # rejected before a run folder is made
-    train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False)
+    train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False, resume=True)
+    assert "no checkpoint at" in capsys.readouterr().out  # --resume on a fresh folder starts fresh, and says so
     with pytest.raises(ZooError, match="checkpoint is for mlp2"):
         train("mlp4", "gen", "adam", epochs=2, out_dir=tmp_path / "r", resume=True, progress=False)
 

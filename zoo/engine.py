@@ -239,7 +239,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         sched.load_state_dict(ck["scheduler"])
         start_epoch, history, best, bad_epochs = ck["epoch"] + 1, ck["history"], ck["best"], ck["bad_epochs"]
         train_seconds = ck.get("train_seconds", 0.0)
-    elif not resume and rank == 0:
+    elif rank == 0:
+        if resume:  # restart scripts can always pass --resume: the first run starts fresh, and says so
+            print(f"note: --resume: no checkpoint at {ckpt_path}; starting from scratch")
         for f in ("log.jsonl", "steps.jsonl"):
             (out / f).unlink(missing_ok=True)
 
