@@ -31,6 +31,8 @@ def gen(data_home):
 def test_train_learns_and_writes_artifacts(gen, tmp_path):
     r = train("lenet5", "gen", "fast_lenet", epochs=3, batch_size=32, out_dir=tmp_path / "run", progress=False)
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert 0 < r.history[0]["first_step_seconds"] <= r.history[0]["epoch_seconds"]  # compile/warm-up, shown apart
+    assert "first_step_seconds" not in r.history[1]
     assert r.test.top1 > 0.5  # labels follow brightness: learnable
     for f in ("log.jsonl", "steps.jsonl", "checkpoint.pt", "model.safetensors", "curves.png", "result.json"):
         assert (tmp_path / "run" / f).exists(), f

@@ -185,7 +185,9 @@ def cmd_train(a) -> int:
                 compile=a.compile, tensorboard=a.tensorboard, progress=not a.no_progress,
                 fp16_weights=a.fp16_weights, **over)
     last = res.history[-1] if res.history else {}
-    print(f"trained {a.name} on {a.dataset}: {len(res.history)} epochs in {res.train_seconds:.1f} s of training; "
+    first = res.history[0].get("first_step_seconds") if res.history else None
+    warm = f" (first step, incl. compile/autotune: {first:.1f} s)" if first is not None else ""
+    print(f"trained {a.name} on {a.dataset}: {len(res.history)} epochs in {res.train_seconds:.1f} s of training{warm}; "
           f"last train acc {last.get('train_acc', 0) * 100:.2f}%"
           + (f", val acc {last['val_acc'] * 100:.2f}%" if "val_acc" in last else ""))
     if res.test is not None:

@@ -287,6 +287,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                     bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
             if bar:
                 bar.update(1)
+            if i == 0 and epoch == start_epoch:  # the first step carries torch.compile / cuDNN autotuning
+                if cuda:
+                    torch.cuda.synchronize()
+                first_step = time.perf_counter() - t0
         if cuda:
             torch.cuda.synchronize()
         epoch_time = time.perf_counter() - t0
@@ -300,6 +304,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                                f"{ckpt_path if ckpt_path.exists() else '(none yet)'}; lower the LR")
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": float(correct) / seen,
                "lr": sched.get_last_lr()[0], "epoch_seconds": epoch_time, "images_per_s": seen * world / epoch_time}
+        if epoch == start_epoch:
+            row["first_step_seconds"] = first_step
         if rank == 0:
             if val_loader is not None:
                 row["val_loss"], row["val_acc"] = _validate(model, val_loader, bf16, dev)
