@@ -18,6 +18,12 @@ def test_info_and_list():
     out = run_cli("-m", "zoo", "list").stdout
     assert "resnet18" in out and "lenet5_bn" in out and "fast_lenet" in out
     assert "usage" in run_cli("-m", "zoo", "--help").stdout
+    from zoo.cli import _recipe_label
+    from zoo.recipes import RECIPES
+
+    rec = RECIPES["fast_mlp"].to_dict() | {"name": "fast_mlp", "augment": "flip", "epochs": 40, "seed": 0}
+    assert _recipe_label(rec, 40) == "fast_mlp, 40 ep, augment=flip"  # what the run changed is shown
+    assert _recipe_label({"name": None, "lr": 0.1}, 3) == "custom, 3 ep"
 
 
 def test_ingest_cli_and_errors(tmp_path, data_home):

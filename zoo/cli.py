@@ -144,7 +144,7 @@ def cmd_list(a) -> int:
             pct = lambda v: f"{v * 100:.2f}%" if v is not None else "-"  # noqa: E731
             print(f"| `{t}` | {pct(m.get('top1'))} | {pct(m.get('top5'))} | {pct(m.get('top1_flip_tta'))} | "
                   f"{e['dtype']}, {e['size'] / 1e6:.2f} MB | {e.get('device', '')} | {e.get('train_seconds', '')} | "
-                  f"{e['recipe'].get('name')}, {e.get('epochs_run')} ep | {e.get('date', '')} |")
+                  f"{_recipe_label(e['recipe'], e.get('epochs_run'))} | {e.get('date', '')} |")
         return 0
     print(f"{'model':<16}{'default dataset':<17}shipped weights (test top-1)")
     for n in list_models(a.pattern):
@@ -278,6 +278,15 @@ def cmd_publish(a) -> int:
     tag = publish(Path(a.weights), url=a.url)
     print(f"published {tag}")
     return 0
+
+
+def _recipe_label(rec: dict, epochs_run) -> str:
+    """'fast_mlp, 40 ep, augment=flip': the named recipe and whatever the run changed in it."""
+    from .recipes import RECIPES
+
+    base = RECIPES[rec["name"]].to_dict() if rec.get("name") in RECIPES else {}
+    changed = [f"{k}={rec[k]}" for k in base if k != "epochs" and k in rec and rec[k] != base[k]]
+    return ", ".join([str(rec.get("name") or "custom"), f"{epochs_run} ep", *changed])
 
 
 def main(argv: list[str] | None = None) -> int:
