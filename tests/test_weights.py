@@ -107,3 +107,16 @@ def test_shipped_manifest_entries_verify():
         m = zoo.load(tag)  # verifies the sha256
         assert m.zoo_meta["num_classes"] == len(e["classes"])
         assert (W.PACKAGE_WEIGHTS / e["file"]).stat().st_size == e["size"]
+
+
+def test_atomic_write_keeps_old_file_and_no_temp_on_failure(tmp_path):
+    p = tmp_path / "m.json"
+    W.atomic_write(p, lambda t: t.write_text("old"))
+
+    def fail(t):
+        t.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        W.atomic_write(p, fail)
+    assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["m.json"]

@@ -16,6 +16,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .recipes import OPTIMIZERS, SCHEDULES
+
     p = argparse.ArgumentParser(prog="python -m zoo", description="Model zoo of classic small-image CNNs.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, native features, backends and devices")
@@ -39,9 +41,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", help="recipe name (default: the family's fast recipe); see `list`")
     s.add_argument("--lr", type=float)
     s.add_argument("--batch-size", type=int)
-    s.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    s.add_argument("--optimizer", choices=OPTIMIZERS)
     s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"])
+    s.add_argument("--schedule", choices=SCHEDULES)
     s.add_argument("--label-smoothing", type=float)
     s.add_argument("--augment", help="none, flip, crop, crop_flip, crop_flip_cutout, mnist, auto")
     s.add_argument("--patience", type=int, help="early stopping patience in epochs")
@@ -203,14 +205,12 @@ def cmd_eval(a) -> int:
 
     src = a.model
     model = None
-    from export import EXPORTED_SUFFIXES
+    from export import EXPORTED_SUFFIXES, load_exported
 
     if Path(src).suffix not in EXPORTED_SUFFIXES:
         model = load(src)
         dataset = a.dataset or model.zoo_meta["dataset"]
     else:
-        from export import load_exported
-
         dataset = a.dataset or load_exported(src).meta.get("dataset") or ""
         if not dataset:
             print(f"error: {src} does not record its dataset; pass --dataset", file=sys.stderr)

@@ -20,6 +20,7 @@ from .data import Augment, Loader, open_split
 from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
 from .recipes import Recipe, default_recipe, get_recipe
+from .weights import atomic_write
 
 
 class NaNLossError(ZooError):
@@ -66,10 +67,9 @@ def lr_factor(rec: Recipe, step: int, total: int, steps_per_epoch: int) -> float
     t = (step - warm) / max(1, total - warm)
     if rec.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    if rec.schedule == "onecycle":  # linear up for 25%, linear down to ~0
-        peak = 0.25
-        return 0.1 + 0.9 * step / (peak * total) if step < peak * total else max(0.0, (total - step) / ((1 - peak) * total))
-    raise ZooError(f"unknown schedule {rec.schedule!r}; valid: constant, step, cosine, onecycle")
+    # onecycle (Recipe has validated the name): linear up for 25%, linear down to ~0
+    peak = 0.25
+    return 0.1 + 0.9 * step / (peak * total) if step < peak * total else max(0.0, (total - step) / ((1 - peak) * total))
 
 
 def make_optimizer(rec: Recipe, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
@@ -82,9 +82,8 @@ def make_optimizer(rec: Recipe, model: nn.Module, fused: bool = False) -> torch.
         return torch.optim.Adam(groups, lr=rec.lr, fused=fused or None)
     if rec.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=rec.lr, fused=fused or None)
-    if rec.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=rec.lr, momentum=rec.momentum, nesterov=rec.nesterov, fused=fused or None)
-    raise ZooError(f"unknown optimizer {rec.optimizer!r}; valid: adam, adamw, sgd")
+    # sgd (Recipe has validated the name)
+    return torch.optim.SGD(groups, lr=rec.lr, momentum=rec.momentum, nesterov=rec.nesterov, fused=fused or None)
 
 
 def split_indices(n_labels: np.ndarray, rec: Recipe, seed: int, train_subset: int | None):
@@ -158,9 +157,7 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, epochs: int | None = None,

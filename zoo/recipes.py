@@ -6,6 +6,9 @@ from dataclasses import dataclass, field, fields, replace
 
 from .errors import ZooError, suggest
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -30,8 +33,7 @@ class Recipe:
     def __post_init__(self):
         """Bad values fail here, naming the field, before any data is read or a run folder is made."""
         checks = {
-            "optimizer": self.optimizer in ("adam", "adamw", "sgd"),
-            "schedule": self.schedule in ("constant", "step", "cosine", "onecycle"),
+            "optimizer": self.optimizer in OPTIMIZERS, "schedule": self.schedule in SCHEDULES,
             "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epochs": self.epochs >= 1,
             "weight_decay": self.weight_decay >= 0, "momentum": 0 <= self.momentum < 1,
             "nesterov": not (self.nesterov and self.momentum == 0),
@@ -42,7 +44,7 @@ class Recipe:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ZooError("invalid recipe value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-                           + " (optimizer: adam|adamw|sgd; schedule: constant|step|cosine|onecycle; lr, gamma > 0; "
+                           + f" (optimizer: {'|'.join(OPTIMIZERS)}; schedule: {'|'.join(SCHEDULES)}; lr, gamma > 0; "
                            "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction in [0, 1); "
                            "nesterov needs momentum > 0; the rest >= 0)")
         if self.augment != "auto":

@@ -67,6 +67,17 @@ def resolve_tag(tag: str) -> str:
     return full
 
 
+def atomic_write(path: Path, write) -> None:
+    """write(tmp) beside `path`, then rename over it: readers see the old file or the new one, never a partial
+    one, and a failed write leaves no temp file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -175,9 +186,7 @@ def save_weights(model: nn.Module, path: Path, meta: dict[str, Any], *, fp16: bo
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(meta, dtype="float16" if fp16 else "float32")
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"zoo": json.dumps(meta)})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"zoo": json.dumps(meta)}))
     return dict(meta, file=path.name, size=path.stat().st_size, sha256=sha256_file(path))
 
 
@@ -188,12 +197,9 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     tag = tag or f"{meta['model']}.{meta['dataset']}"
     dest = manifest.parent / f"{tag}.safetensors"
     if path.resolve() != dest.resolve():
-        tmp_copy = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(path, tmp_copy)  # copy beside the target, then rename: never a half-written weights file
-        os.replace(tmp_copy, dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
     entries = read_manifest(manifest) if manifest.exists() else {}
     entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n")
-    os.replace(tmp, manifest)
+    text = json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n"
+    atomic_write(manifest, lambda tmp: tmp.write_text(text))
     return tag

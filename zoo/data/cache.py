@@ -106,7 +106,7 @@ def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None,
     else:
         size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
         raw = readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
-    if spec and spec.classes is not None and fmt != "stl10":
+    if spec and spec.classes is not None and fmt in ("idx", "pickle"):  # ImageFolder was checked before decoding
         _check_classes(dataset, root, raw.classes, spec)
     return readers.subset_classes(raw, opts["classes"], root / split) if opts.get("classes") else raw
 
