@@ -166,3 +166,20 @@ def test_recipe_flips_are_off_for_digits(data_home, tmp_path, monkeypatch, capsy
               out_dir=tmp_path / "c", progress=False)
     assert seen[0] == engine.Augment(crop_pad=4, flip=True, cutout=8)
     assert 0 <= r.model.zoo_meta["metrics"]["top1_flip_tta"] <= 1
+
+
+def test_cli_bf16_channels_last_on_cpu(gen, tmp_path):
+    # On CPUs with AVX512-BF16/AMX these two make conv nets train ~2x faster; both are opt-in on the CPU.
+    from .conftest import run_cli
+
+    out = tmp_path / "bf16"
+    run_cli("-m", "zoo", "train", "lenet5_bn", "--dataset", "gen", "--recipe", "adam", "--epochs", "2",
+            "--batch-size", "64", "--bf16", "--channels-last", "--out", str(out), "--no-progress")
+    meta = json.loads((out / "result.json").read_text())["meta"]
+    assert meta["bf16"] is True and meta["channels_last"] is True and meta["device"].startswith("cpu")
+    assert meta["metrics"]["top1"] > 0.5  # it learned (labels follow brightness)
+    m = zoo.load(out / "model.safetensors")  # stored contiguous and fp32, like any other run
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in m.parameters())
+    default = train("lenet5_bn", "gen", "adam", epochs=1, out_dir=tmp_path / "fp32", progress=False,
+                    evaluate_test=False)
+    assert default.model.zoo_meta["bf16"] is False and default.model.zoo_meta["channels_last"] is False

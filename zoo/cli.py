@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--train-subset", type=int, help="keep N training images per class")
     s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile (default: on for CUDA, off on CPU)")
+    s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA, off on CPU; CPUs with AVX512-BF16 or AMX "
+                        "train conv nets about 2x faster with it)")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA, off on CPU)")
     s.add_argument("--tensorboard", action="store_true")
     s.add_argument("--fp16-weights", action="store_true", help="store the weights file in fp16")
 
@@ -184,8 +189,8 @@ def cmd_train(a) -> int:
                                        "label_smoothing", "augment", "patience") if getattr(a, k) is not None}
     res = train(a.name, a.dataset, a.recipe, epochs=a.epochs, out_dir=a.out, device=a.device, seed=a.seed,
                 resume=a.resume, init=a.init, train_last=a.train_last, train_subset=a.train_subset,
-                compile=a.compile, tensorboard=a.tensorboard, progress=not a.no_progress,
-                fp16_weights=a.fp16_weights, **over)
+                compile=a.compile, bf16=a.bf16, channels_last=a.channels_last, tensorboard=a.tensorboard,
+                progress=not a.no_progress, fp16_weights=a.fp16_weights, **over)
     last = res.history[-1] if res.history else {}
     first = res.history[0].get("first_step_seconds") if res.history else None
     warm = f" (first step, incl. compile/autotune: {first:.1f} s)" if first is not None else ""

@@ -342,6 +342,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             "recipe": rec.to_dict() | {"name": recipe if isinstance(recipe, str) else None, "seed": seed, "init": init,
                                        "train_last": train_last, "train_subset": train_subset},
             "epochs_run": len(history), "train_seconds": round(train_seconds, 2), "device": _device_name(dev),
+            "bf16": bf16, "channels_last": channels_last,
             "torch": torch.__version__, "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
         }
         model.zoo_meta = meta
