@@ -23,8 +23,8 @@ _fp32: dict[str, float] = {}
 def test_train_step(benchmark, name, mode):
     if mode == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    device = "cuda" if mode == "cuda" else "cpu"
-    cuda = device == "cuda"
+    cuda = mode == "cuda"
+    device = "cuda" if cuda else "cpu"
     fast = mode != "cpu"  # bf16 autocast + channels_last, as `zoo train` does on CUDA
     batch = 512 if cuda else 128
     model = zoo.create_model(name, dataset="cifar10").to(device)

@@ -149,8 +149,9 @@ def cmd_list(a) -> int:
                 continue
             m = e.get("metrics", {})
             pct = lambda v: f"{v * 100:.2f}%" if v is not None else "-"  # noqa: E731
+            trained_on = e.get("device", "") + (", bf16" if e.get("bf16") else "")
             print(f"| `{t}` | {pct(m.get('top1'))} | {pct(m.get('top5'))} | {pct(m.get('top1_flip_tta'))} | "
-                  f"{e['dtype']}, {e['size'] / 1e6:.2f} MB | {e.get('device', '')}{', bf16' if e.get('bf16') else ''} | {e.get('train_seconds', '')} | "
+                  f"{e['dtype']}, {e['size'] / 1e6:.2f} MB | {trained_on} | {e.get('train_seconds', '')} | "
                   f"{_recipe_label(e['recipe'], e.get('epochs_run'))} | {e.get('date', '')} |")
         return 0
     print(f"{'model':<16}{'default dataset':<17}shipped weights (test top-1)")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -69,8 +68,9 @@ def resolve_tag(tag: str) -> str:
 
 def atomic_write(path: Path, write) -> None:
     """write(tmp) beside `path`, then rename over it: readers see the old file or the new one, never a partial
-    one, and a failed write leaves no temp file behind."""
-    tmp = path.with_name(path.name + ".tmp")
+    one, and a failed write leaves no temp file behind. The temp name carries the pid, so processes writing the
+    same file (DDP ranks building one FFCV file) never share a temp file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -89,19 +89,18 @@ def sha256_file(path: Path) -> str:
 def _download(url: str, dest: Path, sha256: str) -> None:
     """Fetch url (http(s) or file://) to dest; the file appears only after its hash matched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
+
+    def fetch(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
             shutil.copyfileobj(src, out)
-        got = sha256_file(Path(tmp))
+        got = sha256_file(tmp)
         if got != sha256:
             raise ZooError(f"download of {url} has sha256 {got}, manifest says {sha256}; file discarded")
-        os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, fetch)
     except OSError as e:
         raise ZooError(f"could not download weights from {url}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..weights import atomic_write
+
 
 class _Indexed:
     def __init__(self, images, labels):
@@ -30,11 +32,13 @@ def beton_path(data) -> Path:
 
     path = data.path / "data.beton"
     if not path.exists():
-        tmp = path.with_name(f".data.beton.{os.getpid()}.tmp")
-        writer = DatasetWriter(str(tmp), {"image": RGBImageField(write_mode="raw"), "label": IntField()},
-                               num_workers=max(1, len(os.sched_getaffinity(0))))
-        writer.from_indexed_dataset(_Indexed(data.images, data.labels))
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            writer = DatasetWriter(str(tmp), {"image": RGBImageField(write_mode="raw"), "label": IntField()},
+                                   num_workers=max(1, len(os.sched_getaffinity(0))))
+            writer.from_indexed_dataset(_Indexed(data.images, data.labels))
+
+        atomic_write(path, write)
     return path
 
 
