@@ -131,7 +131,8 @@ def _onnx_export(model, example, tmp: Path, opset: int, dynamic_batch: bool, dyn
         warnings.simplefilter("ignore")
         if dynamo:
             if dynamic_batch:
-                kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
+                # Positional form: works whatever the module names its forward argument.
+                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=65536)},)
             prog = torch.onnx.export(model, (example,), dynamo=True, verbose=False, **kwargs)
             prog.save(str(tmp))
         else:

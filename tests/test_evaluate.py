@@ -43,13 +43,19 @@ def gen_test(data_home):
     return make_cached_split("evalgen", n=300, size=32, chans=3, split="test", seed=1)
 
 
-def test_evaluate_result_and_backend_agreement(gen_test):
+def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
+    import tempfile
+
     from zoo.evaluation import compare
 
     torch.manual_seed(0)
     model = zoo.create_model("lenet5", dataset="cifar10")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     results = [zoo.evaluate(model, "evalgen", backend=b, batch_size=128)
                for b in ("torch", "torchscript", "onnxruntime")]
+    assert list(scratch.iterdir()) == []  # the exported copies are gone once loaded
     r = results[0]
     assert r.num_samples == 300 and len(r.per_class_accuracy) == 10 and r.top5 is not None
     assert np.array(r.confusion).sum() == 300

@@ -40,6 +40,23 @@ def test_any_module_torchvision(tmp_path):
     assert to_torchscript(tv, torch.zeros(1, 3, 64, 64), tmp_path / "tv.pt").exists()
 
 
+class Affine(nn.Module):
+    """A module whose forward argument is not called `x`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, features):
+        return self.fc(features)
+
+
+def test_any_module_gets_the_dynamo_exporter_and_a_dynamic_batch(tmp_path):
+    p = to_onnx(Affine().eval(), torch.zeros(1, 4), tmp_path / "a.onnx")
+    assert json.loads((tmp_path / "a.onnx.verify.json").read_text())["exporter"] == "dynamo"
+    assert load_exported(p)(torch.randn(37, 4)).shape == (37, 3)
+
+
 class Noisy(nn.Module):
     """Differs between eager and export (a traced constant vs fresh noise): verification must catch it."""
 

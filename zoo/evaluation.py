@@ -91,13 +91,14 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
         return model, name, meta
     from export import load_exported, to_onnx, to_torchscript
 
-    tmp = Path(tempfile.mkdtemp(prefix="zoo-eval-"))
-    if backend == "torchscript":
-        path = to_torchscript(model, example.cpu(), tmp / "model.pt", verify=False, meta=meta)
-    else:
-        path = to_onnx(model.cpu(), example.cpu(), tmp / "model.onnx", verify=False, meta=meta)
-        model.to(device)
-    return load_exported(path, device=device), name, meta
+    # The artifact only lives until it is loaded: ORT sessions and TorchScript modules hold the model in memory.
+    with tempfile.TemporaryDirectory(prefix="zoo-eval-") as tmp:
+        if backend == "torchscript":
+            path = to_torchscript(model, example.cpu(), Path(tmp) / "model.pt", verify=False, meta=meta)
+        else:
+            path = to_onnx(model.cpu(), example.cpu(), Path(tmp) / "model.onnx", verify=False, meta=meta)
+            model.to(device)
+        return load_exported(path, device=device), name, meta
 
 
 def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str = "cpu", batch_size: int = 1024,
