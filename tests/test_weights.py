@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,6 +43,29 @@ def test_load_roundtrip_with_metadata(store):
         assert torch.equal(loaded.state_dict()[k], v)
     x = zoo.preprocess_for(loaded)(torch.randint(0, 255, (28, 28), dtype=torch.uint8).numpy())
     assert x.shape == (1, 1, 28, 28)
+
+
+def test_preprocess_same_pixels_from_pil_array_and_tensor():
+    """A photo is preprocessed the same whatever its type: PIL's conversions (luma for gray, alpha dropped,
+    gray replicated) apply to arrays and tensors too, and the quick-start call raises no warning."""
+    import warnings
+
+    from PIL import Image
+
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    gray_meta = {"input_size": [1, 28, 28], "mean": [0.13], "std": [0.31]}
+    rgb_meta = {"input_size": [3, 32, 32], "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.24, 0.26]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for meta, pil in ((gray_meta, Image.fromarray(rgba[..., :3])), (rgb_meta, Image.fromarray(rgba, "RGBA")),
+                          (rgb_meta, Image.fromarray(rgba[..., 0]))):
+            pre = zoo.preprocess_for(meta)
+            ref = pre(pil)
+            assert ref.shape == (1, *meta["input_size"])
+            src = rgba[..., 0] if pil.mode == "L" else rgba if pil.mode == "RGBA" else rgba[..., :3]
+            for other in (src, torch.from_numpy(src)):
+                # PIL rounds luma to uint8; the array path keeps it in float: within one grey level.
+                torch.testing.assert_close(pre(other), ref, atol=1 / 255 / min(meta["std"]), rtol=0)
 
 
 def test_hash_mismatch_refused(store):

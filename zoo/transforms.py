@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # PIL's RGB -> L weights
+
 
 class Preprocess:
     """PIL image / HWC uint8 array / uint8 tensor (HWC or NHWC) -> normalised float NCHW batch.
@@ -22,9 +24,8 @@ class Preprocess:
 
     def __call__(self, image) -> torch.Tensor:
         if not isinstance(image, (np.ndarray, torch.Tensor)):  # PIL image
-            image = image.convert("L" if self.in_chans == 1 else "RGB")
-            image = np.asarray(image)
-        x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image)
+            image = np.array(image.convert("L" if self.in_chans == 1 else "RGB"))  # a writable copy
+        x = torch.as_tensor(image)
         if x.dtype != torch.uint8:
             raise TypeError(f"expected uint8 pixels, got {x.dtype}")
         if x.ndim == 2:
@@ -34,8 +35,8 @@ class Preprocess:
         x = x.permute(0, 3, 1, 2).float() / 255.0
         if x.shape[1] == 4:
             x = x[:, :3]
-        if x.shape[1] != self.in_chans:
-            x = x.mean(1, keepdim=True) if self.in_chans == 1 else x.expand(-1, 3, -1, -1)
+        if x.shape[1] != self.in_chans:  # the conversions ingest (PIL) applies: ITU-R 601 luma, gray replicated
+            x = (x * LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True) if self.in_chans == 1 else x.expand(-1, 3, -1, -1)
         if x.shape[-2:] != (self.height, self.width):
             x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
