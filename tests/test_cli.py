@@ -68,9 +68,17 @@ def test_eval_compare_report(tmp_path, data_home):
     figs = sorted(p.name for p in (out / "figures").iterdir())
     assert any("t_SNE" in f for f in figs) and any("activation" in f for f in figs)
     assert any("confusion" in f for f in figs) and any("misclassified" in f for f in figs)
-    _browser_check(out / "report.html", tmp_path)
+    run_cli("-m", "export", "onnx", "lenet5.cifar10", "--out", str(tmp_path), "--no-verify")
+    onnx_file = str(tmp_path / "lenet5.cifar10.onnx")
+    p = run_cli("-m", "zoo", "eval", onnx_file, "--no-figures", "--out", str(tmp_path / "rep2"),
+                env={"ZOO_DATA": str(data_home)})
+    assert "[onnxruntime, cpu]" in p.stdout  # the runtime that produced the numbers
+    bad = run_cli("-m", "zoo", "eval", onnx_file, "--compare", "torch,onnxruntime", check=False,
+                  env={"ZOO_DATA": str(data_home)})
+    assert bad.returncode == 2 and "evaluate its weights" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("-m", "zoo", "eval", str(tmp_path / "missing.onnx"), "--dataset", "cifar10", check=False)
     assert bad.returncode == 2 and "missing.onnx does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    _browser_check(out / "report.html", tmp_path)  # last: it skips the test where no browser is installed
 
 
 @pytest.mark.slow

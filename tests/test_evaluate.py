@@ -46,6 +46,7 @@ def gen_test(data_home):
 def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
     import tempfile
 
+    from export import to_onnx, to_torchscript
     from zoo.evaluation import compare
 
     torch.manual_seed(0)
@@ -55,7 +56,7 @@ def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     results = [zoo.evaluate(model, "evalgen", backend=b, batch_size=128)
                for b in ("torch", "torchscript", "onnxruntime")]
-    assert list(scratch.iterdir()) == []  # the exported copies are gone once loaded
+    assert list(scratch.glob("zoo-eval-*")) == []  # the exported copies are gone once loaded
     r = results[0]
     assert r.num_samples == 300 and len(r.per_class_accuracy) == 10 and r.top5 is not None
     assert np.array(r.confusion).sum() == 300
@@ -66,6 +67,11 @@ def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
     cmp = compare(results)
     for row in cmp["rows"]:
         assert row["agreement_with_torch"] == 1.0 and row["max_abs_logit_diff"] <= 1e-4
+    for f in (to_onnx(model.eval(), torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx", verify=False),
+              to_torchscript(model, torch.zeros(1, 3, 32, 32), tmp_path / "m.pt", verify=False)):
+        exported = zoo.evaluate(f, "evalgen", batch_size=128)  # an exported file runs on its own runtime
+        assert exported.backend == ("onnxruntime" if f.suffix == ".onnx" else "torchscript")
+        np.testing.assert_allclose(exported.logits, r.logits, atol=1e-4)
     tta = zoo.evaluate(model, "evalgen", tta=True)
     assert tta.tta and tta.num_samples == 300 and r.top1_flip_tta is None
     both = zoo.evaluate(model, "evalgen", report_flip_tta=True)  # single-view metrics + the TTA top-1, one pass
@@ -84,6 +90,8 @@ def test_evaluate_errors(gen_test, tmp_path):
     path = to_onnx(model.eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx", verify=False)
     with pytest.raises(ZooError, match=r"expects input \[1, 28, 28\]"):
         zoo.evaluate(path, "evalgen", backend="onnxruntime")
+    with pytest.raises(ZooError, match="runs on backend 'onnxruntime' only, not 'torch'"):
+        zoo.evaluate(path, "evalgen", backend="torch")  # would label ORT's numbers as torch's
     with pytest.raises(ZooError, match="backend"):
         zoo.evaluate(model, "evalgen", backend="tensorrt")
 

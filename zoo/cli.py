@@ -66,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="tag (lenet5_bn.cifar10), .safetensors, .onnx or TorchScript .pt file")
     s.add_argument("--dataset", help="dataset (default: the model's own)")
     s.add_argument("--split", default="test")
-    s.add_argument("--backend", default="torch", choices=["torch", "torchscript", "onnxruntime", "auto"])
+    s.add_argument("--backend", choices=["torch", "torchscript", "onnxruntime", "auto"],
+                   help="default: torch for a tag or .safetensors file; an exported .onnx/.pt file runs on its own "
+                        "runtime (onnxruntime/torchscript) only")
     s.add_argument("--compare", help="comma-separated backends to compare, e.g. torch,torchscript,onnxruntime")
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch-size", type=int, default=1024)

@@ -101,18 +101,34 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
         return load_exported(path, device=device), name, meta
 
 
-def evaluate(model_or_path, dataset: str, *, backend: str = "torch", device: str = "cpu", batch_size: int = 1024,
+def artifact_backend(model_or_path) -> str | None:
+    """The runtime an exported file runs on (.onnx: onnxruntime, .pt/.ts: torchscript); None for anything else."""
+    from export import EXPORTED_SUFFIXES
+
+    if not isinstance(model_or_path, (str, os.PathLike)) or Path(model_or_path).suffix not in EXPORTED_SUFFIXES:
+        return None
+    return "onnxruntime" if Path(model_or_path).suffix == ".onnx" else "torchscript"
+
+
+def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device: str = "cpu", batch_size: int = 1024,
              split: str = "test", tta: bool = False, report_flip_tta: bool = False, max_misclassified: int = 200,
              warmup: int = 2) -> EvalResult:
     """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split.
 
+    backend: torch | torchscript | onnxruntime | auto (the fastest measured for the device). Default: torch for
+    a model, tag or weights file; an exported file runs on its own runtime, and only there.
     tta=True: every metric uses the average of the image's and its horizontal flip's logits.
     report_flip_tta=True: metrics stay single-view, and `top1_flip_tta` also gives the flip-TTA top-1 from the
     same pass (one extra forward per batch, outside the timed region)."""
     from .data import loader
 
-    if backend not in EVAL_BACKENDS:
+    if backend is not None and backend not in EVAL_BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
+    own = artifact_backend(model_or_path)
+    if own and backend not in (None, own, "auto"):  # a result must name the runtime that produced it
+        raise ZooError(f"{model_or_path} is an exported {own} model and runs on backend {own!r} only, not "
+                       f"{backend!r}; to compare backends, evaluate its weights (a tag or .safetensors file)")
+    backend = own or backend or "torch"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ZooError("device 'cuda' requested but CUDA is not available")
     if device.startswith("cuda"):
