@@ -43,10 +43,13 @@ def _staged(path):
     """(final path, temp file beside it). The temp file keeps the artifact's suffix (so it can be
     loaded for verification) and is removed on exit unless `_atomic_finish` moved it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(path.parent, os.W_OK):
-        raise ExportError(f"output directory {path.parent} is not writable")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError("not writable")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp" + path.suffix)
+    except OSError as e:
+        raise ExportError(f"output directory {path.parent} is not writable: {e}") from None
     os.close(fd)
     tmp = Path(name)
     try:

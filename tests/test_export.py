@@ -79,6 +79,10 @@ def test_export_bad_inputs(tmp_path):
     assert not m.training
     with pytest.raises(ExportError, match="opset"):
         to_onnx(m, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx", opset=7)
+    (tmp_path / "file").write_text("")
+    for fn, name in ((to_onnx, "m.onnx"), (to_torchscript, "m.pt")):  # a file where the folder should be
+        with pytest.raises(ExportError, match=r"output directory .*file.* is not writable"):
+            fn(m, torch.zeros(1, 1, 28, 28), tmp_path / "file" / "sub" / name)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
