@@ -183,3 +183,33 @@ def test_cli_bf16_channels_last_on_cpu(gen, tmp_path):
     default = train("lenet5_bn", "gen", "adam", epochs=1, out_dir=tmp_path / "fp32", progress=False,
                     evaluate_test=False)
     assert default.model.zoo_meta["bf16"] is False and default.model.zoo_meta["channels_last"] is False
+
+
+def test_cli_sets_every_recipe_field(gen, tmp_path):
+    """Every Recipe field has a `zoo train` flag (derived from the dataclass); the flags reach the run's recipe,
+    and --model-opt merges into the recipe's model options."""
+    from dataclasses import fields
+
+    from zoo.cli import parser
+    from zoo.recipes import Recipe
+
+    from .conftest import run_cli
+
+    train_help = parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for f in fields(Recipe):
+        if f.name != "model":
+            assert "--" + f.name.replace("_", "-") in train_help, f.name
+    out = tmp_path / "flags"
+    run_cli("-m", "zoo", "train", "lenet5", "--dataset", "gen", "--recipe", "sgd", "--epochs", "1", "--batch-size",
+            "64", "--nesterov", "--warmup-epochs", "0.5", "--grad-clip", "1.0", "--schedule", "step",
+            "--step-epochs", "2", "--gamma", "0.5", "--val-fraction", "0.2", "--model-opt", "dropout=0.1",
+            "--model-opt", "act=tanh", "--out", str(out), "--no-progress")
+    rec = json.loads((out / "result.json").read_text())["meta"]["recipe"]
+    assert rec["nesterov"] is True and rec["warmup_epochs"] == 0.5 and rec["grad_clip"] == 1.0
+    assert rec["schedule"] == "step" and rec["step_epochs"] == 2 and rec["gamma"] == 0.5
+    assert rec["val_fraction"] == 0.2 and rec["model"] == {"dropout": 0.1, "act": "tanh"}
+    assert zoo.load(out / "model.safetensors").cfg.act == "tanh"
+    bad = run_cli("-m", "zoo", "train", "lenet5", "--dataset", "gen", "--model-opt", "dropout=high",
+                  "--out", str(tmp_path / "never"), check=False)
+    assert bad.returncode == 2 and "dropout='high': expected float" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "never").exists()

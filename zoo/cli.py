@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
+
+from .errors import ZooError
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -15,9 +18,41 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def parser() -> argparse.ArgumentParser:
-    from .recipes import OPTIMIZERS, SCHEDULES
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """One flag per Recipe field (--lr, --warmup-epochs, --nesterov/--no-nesterov, ...), each overriding the named
+    recipe; generated from the dataclass, so every field is reachable and the names cannot drift."""
+    from .recipes import FIELD_HELP, OPTIMIZERS, SCHEDULES, Recipe
 
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    for f in fields(Recipe):
+        if f.name in ("epochs", "model"):  # --epochs is shared with `experiment`; model options below
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), getattr(Recipe(), f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FIELD_HELP.get(f.name))
+        else:
+            p.add_argument(flag, type=type(default), choices=choices.get(f.name), default=None,
+                           help=FIELD_HELP.get(f.name))
+    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config override merged into the recipe's, e.g. dropout=0.3 or act=tanh (repeatable)")
+
+
+def _model_opts(items: list[str]) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ZooError(f"--model-opt {item!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()  # a bare word: a string option such as act=tanh
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zoo", description="Model zoo of classic small-image CNNs.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, native features, backends and devices")
@@ -39,14 +74,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="registered model name")
     _add_train_args(s)
     s.add_argument("--recipe", help="recipe name (default: the family's fast recipe); see `list`")
-    s.add_argument("--lr", type=float)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--optimizer", choices=OPTIMIZERS)
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=SCHEDULES)
-    s.add_argument("--label-smoothing", type=float)
-    s.add_argument("--augment", help="none, flip, crop, crop_flip, crop_flip_cutout, mnist, auto")
-    s.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    _add_recipe_args(s)
     s.add_argument("--out", help="run directory (default: runs/NAME.DATASET)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     s.add_argument("--init", help="torchvision:PATH (ImageNet ResNet-18 state dict), zoo:TAG, or xavier")
@@ -187,9 +215,13 @@ def cmd_ingest(a) -> int:
 
 def cmd_train(a) -> int:
     from .engine import train
+    from .recipes import Recipe, default_recipe, get_recipe
 
-    over = {k: getattr(a, k) for k in ("lr", "batch_size", "optimizer", "weight_decay", "schedule",
-                                       "label_smoothing", "augment", "patience") if getattr(a, k) is not None}
+    over = {f.name: getattr(a, f.name) for f in fields(Recipe)
+            if f.name not in ("epochs", "model") and getattr(a, f.name) is not None}
+    if a.model_opt:  # merged into the recipe's own model options (e.g. fast_convnet's dropout)
+        base = get_recipe(a.recipe or default_recipe(a.name)).model
+        over["model"] = {**base, **_model_opts(a.model_opt)}
     res = train(a.name, a.dataset, a.recipe, epochs=a.epochs, out_dir=a.out, device=a.device, seed=a.seed,
                 resume=a.resume, init=a.init, train_last=a.train_last, train_subset=a.train_subset,
                 compile=a.compile, bf16=a.bf16, channels_last=a.channels_last, tensorboard=a.tensorboard,
@@ -299,8 +331,6 @@ def _recipe_label(rec: dict, epochs_run) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from export import ExportError
-
-    from .errors import ZooError
 
     args = parser().parse_args(argv)
     try:

@@ -56,6 +56,20 @@ class Recipe:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# What each field means (the `zoo train` flags are generated from the fields, with these as their help).
+FIELD_HELP = {
+    "optimizer": "optimizer", "lr": "base learning rate", "batch_size": "batch size (per process under torchrun)",
+    "weight_decay": "L2 weight decay on conv/linear weights (not on biases or BatchNorm)",
+    "momentum": "SGD momentum", "nesterov": "SGD Nesterov momentum", "schedule": "learning-rate schedule",
+    "warmup_epochs": "linear warm-up, in epochs (fractions allowed)",
+    "step_epochs": "step schedule: multiply the LR by --gamma every this many epochs",
+    "gamma": "step schedule: LR factor", "label_smoothing": "label smoothing of the cross-entropy",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "augment": "none, flip, crop, crop_flip, crop_flip_cutout, mnist, auto (crop+flip; no flip for digits)",
+    "patience": "early stopping: epochs without a better validation accuracy (0: off)",
+    "val_fraction": "validation share carved from train when the dataset has no validation split",
+}
+
 R = Recipe
 RECIPES: dict[str, Recipe] = {
     # The classic settings people compare.

@@ -113,7 +113,20 @@ def build(cls, cfg, *, num_classes: int, in_chans: int, img_size: int, **overrid
         )
     if in_chans < 1 or num_classes < 1 or img_size < 8:
         raise ZooError(f"bad shape: in_chans={in_chans}, num_classes={num_classes}, img_size={img_size}")
+    overrides = {k: _typed(cls, k, getattr(cfg, k), v) for k, v in overrides.items()}
     return cls(dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+def _typed(cls, key: str, default, value):
+    """A config override of the field's type (ints for float fields, lists for tuple fields), or one clear error."""
+    kind = type(default)
+    if kind is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(value, bool) \
+        if kind is float else isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise ZooError(f"{cls.__name__} option {key}={value!r}: expected {kind.__name__} (default {default!r})")
+    return value
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

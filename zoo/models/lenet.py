@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..errors import ZooError
 from ..registry import build, register_model
 from .base import ACTIVATIONS, ZooModel, conv_out
 
@@ -29,7 +30,7 @@ class LeNet(ZooModel):
     def __init__(self, cfg: LeNetConfig, *, num_classes: int, in_chans: int, img_size: int):
         super().__init__()
         if cfg.pool not in ("avg", "max") or cfg.act not in ACTIVATIONS:
-            raise ValueError(f"LeNet: pool must be avg|max and act relu|tanh, got {cfg.pool}, {cfg.act}")
+            raise ZooError(f"LeNet: pool must be avg|max and act relu|tanh, got {cfg.pool}, {cfg.act}")
         self.cfg, self.num_classes = cfg, num_classes
         act, pool = ACTIVATIONS[cfg.act], nn.AvgPool2d if cfg.pool == "avg" else nn.MaxPool2d
         blocks, c_in, size = [], in_chans, img_size
@@ -44,7 +45,7 @@ class LeNet(ZooModel):
             blocks.append(nn.Sequential(*layers))
             c_in, size = c, conv_out(size, k, pad) // 2
             if size < 1:
-                raise ValueError(f"LeNet: input size {img_size} is too small for {len(cfg.channels)} conv blocks")
+                raise ZooError(f"LeNet: input size {img_size} is too small for {len(cfg.channels)} conv blocks")
         self.features = nn.Sequential(*blocks)
         fcs, n = [], c_in * size * size
         for h in cfg.fc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..errors import ZooError
 from ..registry import build, register_model
 from .base import ZooModel
 
@@ -51,11 +52,11 @@ class ResNet(ZooModel):
             self.conv1 = nn.Conv2d(in_chans, w0, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            raise ValueError(f"ResNet: stem must be cifar|imagenet, got {cfg.stem!r}")
+            raise ZooError(f"ResNet: stem must be cifar|imagenet, got {cfg.stem!r}")
         self.bn1 = nn.BatchNorm2d(w0)
         self.relu = nn.ReLU(inplace=True)
         if len(cfg.layers) != 4 or len(cfg.widths) != 4:
-            raise ValueError("ResNet: layers and widths need four stages (torchvision's layer1..layer4)")
+            raise ZooError("ResNet: layers and widths need four stages (torchvision's layer1..layer4)")
         c_in = w0
         for i, (n, w) in enumerate(zip(cfg.layers, cfg.widths, strict=True)):
             blocks = [BasicBlock(c_in, w, 1 if i == 0 else 2)] + [BasicBlock(w, w) for _ in range(n - 1)]
