@@ -7,9 +7,8 @@ def _entry(name):
     def fn(pretrained: bool = True, dataset: str | None = None, **kwargs):
         import zoo
 
-        if pretrained:
-            return zoo.load(f"{name}.{dataset}" if dataset else name)
-        return zoo.create_model(name, dataset=dataset, **kwargs)
+        # pretrained: the shipped weights, like zoo.load; options that would change them are refused, not dropped
+        return zoo.create_model(name, dataset=dataset, pretrained=pretrained, **kwargs)
 
     fn.__name__ = name
     fn.__doc__ = f"{name} from the zoo (pretrained=True: shipped weights, like zoo.load)."

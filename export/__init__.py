@@ -192,6 +192,7 @@ class Exported:
             self.providers = self.session.get_providers()
             inp = self.session.get_inputs()[0]
             self.input_name, self.input_shape = inp.name, inp.shape
+            self.output_name = self.session.get_outputs()[0].name  # "logits" for ours; any name for other files
             self.input_dtype = torch.float16 if "float16" in inp.type else torch.float32
             self.meta = {p: v for p, v in self.session.get_modelmeta().custom_metadata_map.items()}
             self.kind = "onnxruntime"
@@ -228,7 +229,7 @@ class Exported:
             io = self.session.io_binding()  # zero-copy: ORT reads and writes device memory directly
             io.bind_input(self.input_name, "cuda", 0, np.float16 if self.input_dtype == torch.float16 else np.float32,
                           list(x.shape), x.data_ptr())
-            io.bind_output("logits", "cuda")
+            io.bind_output(self.output_name, "cuda")
             self.session.run_with_iobinding(io)
             return torch.from_dlpack(io.get_outputs()[0]).float() if hasattr(io.get_outputs()[0], "__dlpack__") \
                 else torch.from_numpy(io.copy_outputs_to_cpu()[0]).to(x.device).float()

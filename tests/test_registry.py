@@ -83,6 +83,15 @@ def test_unknown_option_lists_fields():
         zoo.create_model("lenet5", dropuot=0.1)
 
 
+def test_option_types_checked():
+    for kw, msg in (({"bn": "yes"}, "bn='yes': expected bool"), ({"dropout": "0.2"}, "expected float"),
+                    ({"fc": 5}, "fc=5: expected tuple"), ({"act": "gelu"}, "act relu|tanh")):
+        with pytest.raises(ZooError, match=msg):
+            zoo.create_model("lenet5", **kw)
+    m = zoo.create_model("lenet5", channels=[8, 16], dropout=1)  # a list for a tuple, an int for a float
+    assert m.cfg.channels == (8, 16) and m.features[1][0].out_channels == 16
+
+
 def test_overrides_and_xavier():
     m = zoo.create_model("mlp4", dropout=0.3)
     assert m.cfg.dropout == 0.3 and any(isinstance(x, torch.nn.Dropout) for x in m.modules())
@@ -135,3 +144,7 @@ def test_hubconf_local(tmp_path):
 
     m = torch.hub.load(str(REPO), "lenet5", source="local", trust_repo=True, pretrained=False)
     assert m(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+    m = torch.hub.load(str(REPO), "lenet5", source="local", trust_repo=True, dataset="cifar10")  # shipped weights
+    assert m.zoo_meta["tag"] == "lenet5.cifar10" and not m.training
+    with pytest.raises(ZooError, match="fixed config"):  # refused, not silently dropped
+        torch.hub.load(str(REPO), "lenet5", source="local", trust_repo=True, num_classes=5)
