@@ -22,8 +22,13 @@ case $MODE in
       fi
       ROOT=.cache/datasets/mnist
     fi
-    [ -d "$ROOT" ] || { echo "MNIST not found: set MNIST_ROOT to a folder with the IDX files or train/ test/ PNG folders" >&2; exit 2; }
-    "$VPY" -m zoo demo --root "$ROOT" --out reports/demo
+    if [ -d "$ROOT" ]; then
+      "$VPY" -m zoo demo --root "$ROOT" --out reports/demo
+    elif [ -n "${MNIST_ROOT:-}" ]; then
+      echo "MNIST_ROOT=$MNIST_ROOT is not a folder (the IDX files or train/ test/ PNG folders)" >&2; exit 2
+    else  # no local copy: fetch the official files (MD5-checked) into $ZOO_HOME/downloads/mnist
+      "$VPY" -m zoo demo --download --out reports/demo
+    fi
     ;;
   test)
     # Headless Chromium renders the HTML report in a test; clang + libFuzzer fuzz the decoders.

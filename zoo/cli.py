@@ -62,7 +62,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", help="decode a dataset once into the cache")
     s.add_argument("dataset", help="mnist, cifar10, cifar100, cinic10, stl10, or a new name for an ImageFolder tree")
-    s.add_argument("--root", required=True, help="folder with the official files or train/ (valid/) test/ folders")
+    s.add_argument("--root", help="folder with the official files or train/ (valid/) test/ folders; with --download, "
+                   "where to put the download (default: $ZOO_HOME/downloads/DATASET)")
+    s.add_argument("--download", action="store_true",
+                   help="fetch the official files first (mnist, cifar10, cifar100, stl10, cinic10), MD5-checked")
+    s.add_argument("--mirror", help="with --download: a base URL to fetch from instead of the official ones "
+                   "(same file names and checksums; also $ZOO_DATA_MIRROR)")
     s.add_argument("--splits", help="comma-separated splits (default: all present)")
     s.add_argument("--force", action="store_true", help="rebuild even when the cache is current")
     s.add_argument("--resize", type=int, help="STL-10: resize to this size (e.g. 32)")
@@ -111,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="report directory")
 
     s = sub.add_parser("demo", help="the main job: ingest MNIST, train LeNet-5, evaluate, export, report")
-    s.add_argument("--root", required=True, help="MNIST root (IDX files or train/ test/ PNG folders)")
+    s.add_argument("--root", help="MNIST root (IDX files or train/ test/ PNG folders)")
+    s.add_argument("--download", action="store_true", help="fetch MNIST's official files instead (MD5-checked)")
     s.add_argument("--epochs", type=int, default=5)
     s.add_argument("--out", default="reports/demo")
 
@@ -196,6 +202,14 @@ def cmd_list(a) -> int:
 def cmd_ingest(a) -> int:
     from .data import ingest, open_split
 
+    if a.download:
+        from .data.download import download
+
+        a.root = download(a.dataset, a.root, mirror=a.mirror)
+    elif not a.root:
+        raise ZooError("ingest: give --root DIR (a folder with the dataset's files) or --download")
+    elif a.mirror:
+        raise ZooError("--mirror goes with --download")
     opts = {}
     if a.resize:
         opts["resize"] = a.resize
@@ -295,6 +309,12 @@ def cmd_demo(a) -> int:
     from .report import eval_report
 
     out = Path(a.out)
+    if a.download:
+        from .data.download import download
+
+        a.root = download("mnist", a.root)
+    elif not a.root:
+        raise ZooError("demo: give --root DIR (MNIST's IDX files or PNG folders) or --download")
     ingest("mnist", a.root)
     res = train("lenet5", "mnist", "fast_lenet", epochs=a.epochs, out_dir=out / "run")
     model = res.model.cpu().eval()

@@ -78,29 +78,48 @@ def atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algo: str = "sha256") -> str:
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algo).hexdigest()
 
 
-def _download(url: str, dest: Path, sha256: str) -> None:
-    """Fetch url (http(s) or file://) to dest; the file appears only after its hash matched."""
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def download(url: str, dest: Path, digest: str | None, *, algo: str = "sha256", what: str = "file",
+             progress: bool = False) -> str:
+    """Fetch url (http(s) or file://) to dest; the file appears only once its `algo` digest equals `digest`
+    (None: no published checksum, nothing to compare). Returns the file's sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    seen = {}
 
     def fetch(tmp: Path) -> None:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
-            shutil.copyfileobj(src, out)
-        got = sha256_file(tmp)
-        if got != sha256:
-            raise ZooError(f"download of {url} has sha256 {got}, manifest says {sha256}; file discarded")
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=int(src.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                           desc=f"download {dest.name}", mininterval=0.5)
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
+                if bar:
+                    bar.update(len(chunk))
+            if bar:
+                bar.close()
+        got = file_digest(tmp, algo)
+        if digest is not None and got != digest:
+            raise ZooError(f"download of {url} has {algo} {got}, expected {digest}; file discarded")
+        seen["sha256"] = got if algo == "sha256" else sha256_file(tmp)
 
     try:
         atomic_write(dest, fetch)
-    except OSError as e:
-        raise ZooError(f"could not download weights from {url}: {e}") from None
+    except ZooError:
+        raise
+    except (OSError, ValueError) as e:  # network errors are OSErrors; a malformed URL is a ValueError
+        raise ZooError(f"could not download {what} from {url}: {e}") from None
+    return seen["sha256"]
 
 
 def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
@@ -117,7 +136,7 @@ def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
                 f"(looked in {local[0].parent} and {local[1].parent}; set ZOO_WEIGHTS_URL to a mirror)"
             )
         path = local[1]
-        _download(url, path, entry["sha256"])
+        download(url, path, entry["sha256"], what="weights")
     got = sha256_file(path)
     if got != entry["sha256"]:
         raise ZooError(
