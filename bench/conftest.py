@@ -9,6 +9,27 @@ import pytest
 QUICK = os.environ.get("ZOO_BENCH_QUICK") == "1"  # CI: few rounds, small sizes, so the suites never rot
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Versions and the GPU go into every result file, so a published table can say what it was measured with.
+    ZOO_COMMIT names the commit where the tree has no .git (the GPU machine gets a copy of the working tree)."""
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "numpy", "zoo"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    machine_info["versions"] = versions
+    if torch.cuda.is_available():
+        machine_info["gpu"] = torch.cuda.get_device_name(0)
+        machine_info["cuda"] = torch.version.cuda
+    if os.environ.get("ZOO_COMMIT"):
+        machine_info["zoo_commit"] = os.environ["ZOO_COMMIT"]
+
+
 def pytest_configure(config):
     import torch
 

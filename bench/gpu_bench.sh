@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # CUDA benchmark groups, each with its own JSON so a slow group cannot lose the others' results.
+# The GPU machine gets a copy of the tree without .git: pass the commit, ZOO_COMMIT=$(git rev-parse HEAD) bash ...
 export ZOO_HOME=${ZOO_HOME:-/tmp/zoo} PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 run() {  # name seconds -k-expression files...

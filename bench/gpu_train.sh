@@ -11,6 +11,7 @@
 # Examples (2026-11-23 weights): bash bench/gpu_train.sh mnist .gpu/mnist-png.tar.gz "resnet9 fast_resnet9 8"
 #   bash bench/gpu_train.sh cifar10 .gpu/cifar10-jpeg.tar.gz "resnet18 fast_resnet18 60" "lenet5 fast_lenet 30 --batch-size 512"
 set -uo pipefail
+# The GPU machine gets a copy of the tree without .git: ZOO_COMMIT=<sha> records the commit in the weights' meta.
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
 if [ "${1:-}" = "--stash" ]; then

@@ -14,9 +14,16 @@ def rows_from(path: Path) -> tuple[dict, list[dict]]:
     data = json.loads(path.read_text())
     mi = data.get("machine_info", {})
     ci = data.get("commit_info", {})
-    machine = {"file": path.name, "date": data.get("datetime", "")[:10], "cpu": mi.get("cpu", {}).get("brand_raw", ""),
-               "cores": mi.get("cpu", {}).get("count", ""), "python": mi.get("python_version", ""),
-               "commit": (ci.get("id") or "")[:10]}
+    commit = mi.get("zoo_commit") or (ci.get("id") if ci.get("id") != "unknown" else "")
+    host = f"{mi.get('cpu', {}).get('brand_raw', '')} ({mi.get('cpu', {}).get('count', '')} cores)"
+    # Files from before the GPU name was recorded: say a GPU ran the CUDA cases, without guessing which.
+    cuda = any(str((b.get("extra_info") or {}).get("device", "")).startswith("cuda") or "cuda" in (b["param"] or "")
+               or b["param"] == "gpu" for b in data["benchmarks"])
+    gpu = mi.get("gpu") or ("a CUDA GPU (name not recorded in this file)" if cuda else "")
+    versions = ", ".join(f"{k} {v}" for k, v in mi.get("versions", {}).items() if k not in ("numpy", "zoo"))
+    machine = {"file": path.name, "date": data.get("datetime", "")[:10],
+               "machine": f"{gpu} on {host}" if gpu else host, "python": mi.get("python_version", ""),
+               "versions": versions, "commit": (commit or "")[:10]}
     rows = []
     for b in data["benchmarks"]:
         e = b.get("extra_info", {})
@@ -45,8 +52,9 @@ def main(argv=None) -> int:
         machine, rows = rows_from(f)
         if not rows:
             continue
-        out.append(f"**{f.stem}** — {machine['date']}, {machine['cpu']} ({machine['cores']} cores), "
-                   f"Python {machine['python']}, commit {machine['commit'] or 'n/a'}\n")
+        out.append(f"**{f.stem}** — {machine['date']}, {machine['machine']}, Python {machine['python']}"
+                   + (f", {machine['versions']}" if machine["versions"] else "")
+                   + f", commit {machine['commit'] or 'n/a'}\n")
         out.append("| suite | case | img/s | median ms | ratio |\n|---|---|---:|---:|---|")
         for r in rows:
             out.append(f"| {r['suite']} | {r['case']} | {fmt(r['img/s'])} | {r['median ms']:.3f} | {r['ratio']} |")

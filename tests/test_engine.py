@@ -41,6 +41,14 @@ def test_train_learns_and_writes_artifacts(gen, tmp_path):
     assert m.zoo_meta["recipe"]["name"] == "fast_lenet" and len(m.zoo_meta["classes"]) == 10
 
 
+def test_commit_recorded_from_env_where_there_is_no_git(monkeypatch):
+    from zoo.engine import git_commit
+
+    assert len(git_commit()) == 40  # this checkout's HEAD
+    monkeypatch.setenv("ZOO_COMMIT", "ab" * 20)
+    assert git_commit() == "ab" * 20
+
+
 def _train_cmd(out, *extra):
     return [sys.executable, "-m", "zoo", "train", "lenet5_dropout", "--dataset", "gen", "--recipe", "adam",
             "--epochs", "3", "--batch-size", "8", "--out", str(out), "--no-progress", *extra]

@@ -46,6 +46,9 @@ def _dist() -> tuple[int, int]:
 
 
 def git_commit() -> str:
+    """HEAD of the source checkout, or $ZOO_COMMIT where the tree has no .git (a copy sent to a GPU machine)."""
+    if os.environ.get("ZOO_COMMIT"):
+        return os.environ["ZOO_COMMIT"]
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -259,7 +262,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
-        bar = _bar(progress and rank == 0, steps_per_epoch, f"{name} {epoch + 1}/{rec.epochs}")
+        bar = _bar(progress and rank == 0, steps_per_epoch * rec.batch_size, f"{name} {epoch + 1}/{rec.epochs}")
         for i, (x, y) in enumerate(train_loader):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = fwd(x)
@@ -283,7 +286,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                 if bar:
                     bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
             if bar:
-                bar.update(1)
+                bar.update(len(y))  # the bar's rate is img/s (this rank's) and its ETA follows from it
             if i == 0 and epoch == start_epoch:  # the first step carries torch.compile / cuDNN autotuning
                 if cuda:
                     torch.cuda.synchronize()
@@ -390,7 +393,7 @@ def _bar(enabled: bool, total: int, desc: str):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", leave=False, mininterval=1.0)
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, mininterval=1.0)
 
 
 def _tensorboard(out: Path):
