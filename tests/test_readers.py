@@ -92,17 +92,29 @@ def test_stl10_binary_resize_and_subset(tmp_path):
 
 
 def test_class_subset_through_ingest(tmp_path, data_home):
-    """--classes works for every format: CIFAR-100 pickles (coarse labels follow) and an ImageFolder tree."""
+    """--classes works for every format under a new name: official files are recognised by their contents (CIFAR-100
+    pickles: coarse labels follow; MNIST IDX; STL-10 binaries) and an ImageFolder tree. A canonical name keeps all
+    its classes."""
     from zoo.data import ingest, open_split
 
     write_cifar100(tmp_path / "c100")
     full = readers.read_cifar100(tmp_path / "c100", "train")
     keep = [full.classes[7], full.classes[3]]
-    ingest("cifar100", tmp_path / "c100", classes=keep, progress=False)
-    sub = open_split("cifar100", "train")
+    with pytest.raises(ZooError, match="under a new name .e.g. cifar100_2."):
+        ingest("cifar100", tmp_path / "c100", classes=keep, progress=False)
+    ingest("c100_two", tmp_path / "c100", classes=keep, progress=False)
+    sub = open_split("c100_two", "train")
     mask = np.isin(full.labels, [7, 3])
     assert sub.classes == keep and np.array_equal(sub.images, full.images[mask])
-    assert np.array_equal(open_split("cifar100", "train", labels="coarse").labels, full.extra["coarse_labels"][mask])
+    assert np.array_equal(open_split("c100_two", "train", labels="coarse").labels, full.extra["coarse_labels"][mask])
+    write_mnist(tmp_path / "mn", gz=True)
+    ingest("mnist_01", tmp_path / "mn", classes=["0", "1"], progress=False)
+    assert open_split("mnist_01", "test").classes == ["0", "1"] and open_split("mnist_01", "test").meta["format"] == "idx"
+    write_stl10(tmp_path / "stl")
+    ingest("stl_pets", tmp_path / "stl", classes=["dog", "cat"], resize=32, progress=False)
+    assert open_split("stl_pets", "train").images.shape[1:] == (32, 32, 3)
+    with pytest.raises(ZooError, match="holds CIFAR-100 python pickles, not mnist data"):
+        ingest("mnist", tmp_path / "c100", progress=False)
     write_image_folder(tmp_path / "tree", n_per_class=2, classes=["a", "b", "c"], splits=["train", "test"])
     ingest("abc_2", tmp_path / "tree", classes=["c", "a"], progress=False)
     t = open_split("abc_2", "test")

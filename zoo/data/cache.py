@@ -73,22 +73,35 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return means, stds
 
 
+# The on-disk formats, recognised by their files (so any of them can be ingested under a new name), and which of
+# them each known dataset may come in.
+FORMAT_NAMES = {"idx": "MNIST IDX files", "cifar10": "CIFAR-10 python pickles", "cifar100": "CIFAR-100 python pickles",
+                "stl10": "STL-10 binaries", "imagefolder": "train/ test/ image folders"}
+DATASET_FORMATS = {"mnist": ("idx", "imagefolder"), "cifar10": ("cifar10", "imagefolder"),
+                   "cifar100": ("cifar100", "imagefolder"), "stl10": ("stl10", "imagefolder"),
+                   "cinic10": ("imagefolder",)}
+
+
 def detect_format(dataset: str, root: Path) -> str:
     if not root.exists():
         raise ZooError(f"--root {root} does not exist")
-    if dataset == "mnist" and any(root.glob("train-images*idx3-ubyte*")):
-        return "idx"
-    if dataset in ("cifar10", "cifar100") and (
-        (root / "batches.meta").exists() or (root / "meta").is_file()
-        or (root / "cifar-10-batches-py").is_dir() or (root / "cifar-100-python").is_dir()
-    ):
-        return "pickle"
-    if dataset == "stl10":
-        return "stl10"
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        return "imagefolder"
-    raise ZooError(f"--root {root}: no {dataset} data recognised (expected the official files or train/ and test/ "
-                   "image folders)")
+    if any(root.glob("train-images*idx3-ubyte*")) or any(root.glob("t10k-images*idx3-ubyte*")):
+        fmt = "idx"
+    elif (root / "batches.meta").exists() or (root / "cifar-10-batches-py").is_dir():
+        fmt = "cifar10"
+    elif (root / "meta").is_file() or (root / "cifar-100-python").is_dir():
+        fmt = "cifar100"
+    elif (root / "stl10_binary").is_dir() or any(root.glob("*_X.bin")):
+        fmt = "stl10"
+    elif (root / "train").is_dir() or (root / "test").is_dir():
+        fmt = "imagefolder"
+    else:
+        raise ZooError(f"--root {root}: no {dataset} data recognised (expected the official files or train/ and "
+                       "test/ image folders)")
+    if fmt not in DATASET_FORMATS.get(dataset, FORMAT_NAMES):
+        raise ZooError(f"--root {root} holds {FORMAT_NAMES[fmt]}, not {dataset} data; ingest it under its own "
+                       f"dataset name")
+    return fmt
 
 
 def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None, **opts) -> readers.RawSplit:
@@ -99,14 +112,14 @@ def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None,
         _check_classes(dataset, root, readers.class_folders(root / split), spec)
     if fmt == "idx":
         raw = readers.read_mnist(root, split)
-    elif fmt == "pickle":
-        raw = (readers.read_cifar10 if dataset == "cifar10" else readers.read_cifar100)(root, split)
+    elif fmt in ("cifar10", "cifar100"):
+        raw = (readers.read_cifar10 if fmt == "cifar10" else readers.read_cifar100)(root, split)
     elif fmt == "stl10":
         raw = readers.read_stl10(root, split, resize=opts.get("resize"))
     else:
         size = (spec.img_size, spec.img_size, spec.in_chans) if spec else None
         raw = readers.read_image_folder(root / split, size=size, threads=opts.get("threads"), progress=progress)
-    if spec and spec.classes is not None and fmt in ("idx", "pickle"):  # ImageFolder was checked before decoding
+    if spec and spec.classes is not None and fmt != "imagefolder":  # ImageFolder was checked before decoding
         _check_classes(dataset, root, raw.classes, spec)
     return readers.subset_classes(raw, opts["classes"], root / split) if opts.get("classes") else raw
 
@@ -146,10 +159,13 @@ def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = 
     STL-10: `resize=32`.
     """
     root = Path(root).expanduser()
+    if opts.get("classes") and dataset in DATASETS:
+        raise ZooError(f"--classes: ingest a class subset under a new name (e.g. {dataset}_{len(opts['classes'])}); "
+                       f"'{dataset}' stands for all its classes, which its shipped weights and their evaluation expect")
     fmt = detect_format(dataset, root)
-    if splits is None:
+    if splits is None:  # the official releases have train and test; a tree, whichever of these folders it has
         known = DATASETS[dataset].splits if dataset in DATASETS else ("train", "valid", "test")
-        splits = [s for s in known if fmt != "imagefolder" or (root / s).is_dir()]
+        splits = [s for s in known if (root / s).is_dir()] if fmt == "imagefolder" else ["train", "test"]
     out: dict[str, Path] = {}
     for split in splits:
         if fmt == "imagefolder" and not (root / split).is_dir():
