@@ -18,6 +18,9 @@ def test_info_and_list():
     out = run_cli("-m", "zoo", "list").stdout
     assert "resnet18" in out and "lenet5_bn" in out and "fast_lenet" in out
     assert "usage" in run_cli("-m", "zoo", "--help").stdout
+    out = run_cli("-m", "zoo", "list", "fast_r*", "--recipes").stdout.splitlines()
+    assert out[0].startswith("defaults: optimizer=adam, lr=0.001") and len(out) == 3
+    assert out[1].startswith("fast_resnet9") and "lr=0.4" in out[1] and "label_smoothing=0.2" in out[1]
     from zoo.cli import _recipe_label
     from zoo.recipes import RECIPES
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -59,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="registered models and shipped weights")
     s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'lenet5*'")
     s.add_argument("--markdown", action="store_true", help="the shipped weights as a Markdown table")
+    s.add_argument("--recipes", action="store_true", help="the recipe table: each recipe's values")
 
     s = sub.add_parser("ingest", help="decode a dataset once into the cache")
     s.add_argument("dataset", help="mnist, cifar10, cifar100, cinic10, stl10, or a new name for an ImageFolder tree")
@@ -172,10 +174,22 @@ def _has(mod: str) -> bool:
 
 
 def cmd_list(a) -> int:
+    import fnmatch
+
     from .recipes import RECIPES
     from .registry import default_dataset, list_models
     from .weights import read_manifest
 
+    if a.recipes:
+        from .recipes import Recipe
+
+        base = Recipe().to_dict()
+        print("defaults: " + ", ".join(f"{k}={v}" for k, v in base.items()))
+        for name, rec in RECIPES.items():
+            if a.pattern is None or fnmatch.fnmatch(name, a.pattern):
+                changed = ", ".join(f"{k}={v}" for k, v in rec.to_dict().items() if v != base[k])
+                print(f"{name:<15}{changed or '(the defaults)'}")
+        return 0
     entries = read_manifest()
     if a.markdown:
         print("| weights | test top-1 | top-5 | flip TTA | file | trained on | train s | recipe | date |")
@@ -195,7 +209,7 @@ def cmd_list(a) -> int:
         w = ", ".join(f"{t.split('.', 1)[1]} {e['metrics']['top1'] * 100:.2f}%" for t, e in entries.items()
                       if t.split(".")[0] == n and e.get("metrics"))
         print(f"{n:<16}{default_dataset(n):<17}{w or '-'}")
-    print(f"\nrecipes: {', '.join(RECIPES)}")
+    print(f"\nrecipes: {', '.join(RECIPES)} (values: python -m zoo list --recipes)")
     return 0
 
 
@@ -360,3 +374,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `python -m zoo list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
