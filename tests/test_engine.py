@@ -103,6 +103,9 @@ def test_bad_inputs(gen, tmp_path, capsys):
     assert not (tmp_path / "never").exists()  # rejected before a run folder is made
     train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False, resume=True)
     assert "no checkpoint at" in capsys.readouterr().out  # --resume on a fresh folder starts fresh, and says so
+    train("mlp2", "gen", "adam", epochs=2, lr=2e-3, out_dir=tmp_path / "r", progress=False, evaluate_test=False,
+          resume=True)
+    assert "other recipe values than the checkpoint's: lr 0.001 -> 0.002, epochs 1 -> 2" in capsys.readouterr().out
     with pytest.raises(ZooError, match="checkpoint is for mlp2"):
         train("mlp4", "gen", "adam", epochs=2, out_dir=tmp_path / "r", resume=True, progress=False)
 
