@@ -149,6 +149,15 @@ def test_torchrun_ddp_two_cpu_processes(gen, tmp_path):
     hist = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert len(hist) == 2  # rank 0 alone logs
     assert (out / "model.safetensors").exists()
+    # Early stopping: rank 0 validates and decides for every rank (others used to train on and die waiting for it).
+    out = tmp_path / "ddp_stop"
+    cmd[cmd.index("29533")] = "29534"
+    cmd[cmd.index("--epochs") + 1] = "5"
+    cmd[cmd.index(str(tmp_path / "ddp"))] = str(out)
+    p = subprocess.run(cmd + ["--lr", "1e-12", "--patience", "1"], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2 and (out / "model.safetensors").exists()
 
 
 def test_recipe_flips_are_off_for_digits(data_home, tmp_path, monkeypatch, capsys):

@@ -325,9 +325,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                           "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
                           "model_name": name, "num_classes": len(data.classes), "recipe": rec.to_dict(),
                           "train_seconds": train_seconds}, ckpt_path)
-        if world > 1:
-            torch.distributed.barrier()
-        if rec.patience and bad_epochs >= rec.patience:
+        stop = torch.tensor(int(bool(rec.patience) and bad_epochs >= rec.patience), device=dev)
+        if world > 1:  # rank 0 alone validates, so it decides; the broadcast also keeps the ranks in step
+            torch.distributed.broadcast(stop, src=0)
+        if stop:
             if rank == 0 and progress:
                 print(f"early stop: no validation improvement for {rec.patience} epochs")
             break
