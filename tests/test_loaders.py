@@ -125,3 +125,24 @@ def test_real_mnist_loads(real_mnist):
     for backend in ("gpu", "torch") + (("ffcv",) if importlib.util.find_spec("ffcv") else ()):
         xb, yb = next(iter(loader("mnist", "test", 1000, shuffle=False, backend=backend)))
         assert torch.equal(yb, y) and torch.allclose(xb, x, atol=1e-5), backend
+
+
+def test_torch_backend_reads_the_files_ingest_read(tmp_path, data_home):
+    """The reference pipeline re-reads the original files: the same ones, in the same order, as ingest (a --classes
+    subset relabelled, a .bmp that ingest skips left out), so it agrees with the cache image for image."""
+    from PIL import Image
+
+    from zoo.data import ingest, open_split
+    from zoo.data.torch_backend import source_files
+
+    from .helpers import write_image_folder
+
+    write_image_folder(tmp_path / "tree", n_per_class=4, classes=["a", "b", "c"], splits=["train"])
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "tree" / "train" / "a" / "0_extra.bmp")
+    ingest("abc_sub", tmp_path / "tree", classes=["c", "a"], progress=False)
+    split = open_split("abc_sub", "train")
+    assert split.meta["skipped_non_images"] == 1 and source_files(split) is not None  # read from the files
+    xn, yn = collect(Loader(split, 5, shuffle=False, backend="native"))
+    xt, yt = collect(Loader(split, 5, shuffle=False, backend="torch"))
+    assert torch.equal(yt, yn) and sorted(yn.tolist()) == [0] * 4 + [1] * 4
+    assert torch.allclose(xt, xn, atol=1e-5)

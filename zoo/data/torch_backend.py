@@ -30,10 +30,10 @@ class CacheImages(Dataset):
 
 
 class FolderImages(Dataset):
-    def __init__(self, root: Path, order: np.ndarray, in_chans: int, transform):
-        from torchvision.datasets import ImageFolder
+    """The original files, opened with PIL for every sample (the classic ImageFolder pipeline)."""
 
-        self.folder = ImageFolder(str(root))
+    def __init__(self, paths: list[str], labels: np.ndarray, order: np.ndarray, in_chans: int, transform):
+        self.paths, self.labels = paths, labels
         self.order, self.mode, self.transform = order, "L" if in_chans == 1 else "RGB", transform
 
     def __len__(self):
@@ -42,9 +42,32 @@ class FolderImages(Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
-        path, label = self.folder.samples[self.order[i]]
-        with Image.open(path) as im:
-            return self.transform(im.convert(self.mode)), label
+        j = self.order[i]
+        with Image.open(self.paths[j]) as im:
+            return self.transform(im.convert(self.mode)), int(self.labels[j])
+
+
+def source_files(data) -> list[str] | None:
+    """The split's original image files in cache order, or None where they are gone or no longer match the cache.
+
+    Listed the way ingest listed them (our scanner: the same extensions, order and --classes subset; torchvision's
+    ImageFolder would also take .bmp/.webp files and every class, and its indices would point at other images)."""
+    from ..errors import ZooError
+    from .readers import RawSplit, scan_image_folder, subset_classes
+
+    meta = data.meta
+    root = Path(meta.get("source_root", "")) / data.split
+    if meta.get("format") != "imagefolder" or not root.is_dir():
+        return None
+    try:
+        classes, paths, labels, _ = scan_image_folder(root)
+        if meta.get("options", {}).get("classes"):  # the one subset function, over file names instead of pixels
+            sub = subset_classes(RawSplit(np.array(paths, dtype=object), labels, classes),
+                                 meta["options"]["classes"], root)
+            paths, labels = list(sub.images), sub.labels
+    except ZooError:
+        return None
+    return paths if np.array_equal(labels, data.labels) else None
 
 
 def transforms_for(ld):
@@ -68,11 +91,10 @@ def transforms_for(ld):
 
 def torch_loader(ld, epoch: int) -> DataLoader:
     order = ld.epoch_order(epoch)
-    meta = ld.data.meta
     tf = transforms_for(ld)
-    root = Path(meta.get("source_root", "")) / ld.data.split
-    if meta.get("format") == "imagefolder" and root.is_dir():
-        ds = FolderImages(root, order, ld.data.images.shape[-1], tf)
+    paths = source_files(ld.data)
+    if paths is not None:
+        ds = FolderImages(paths, ld.data.labels, order, ld.data.images.shape[-1], tf)
     else:
         ds = CacheImages(ld.data.images, ld.data.labels, order, tf)
     g = torch.Generator().manual_seed(ld.seed * 1000003 + epoch)
