@@ -233,3 +233,27 @@ def test_cli_sets_every_recipe_field(gen, tmp_path):
                   "--out", str(tmp_path / "never"), check=False)
     assert bad.returncode == 2 and "dropout='high': expected float" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_coarse_label_training_is_its_own_entry(data_home, tmp_path, monkeypatch):
+    """CIFAR-100's 20 superclasses: trained, evaluated and published on the coarse labels, beside the fine entry."""
+    from zoo.data import ingest
+    from zoo.weights import publish, read_manifest
+
+    from .helpers import write_cifar100
+
+    write_cifar100(tmp_path / "c100", n=200)
+    ingest("cifar100", tmp_path / "c100", progress=False)
+    r = train("mlp2", "cifar100", "adam", epochs=1, batch_size=50, labels="coarse", out_dir=tmp_path / "run",
+              progress=False)
+    assert r.test is not None and len(r.test.classes) == 20  # evaluated on the labels it learned
+    meta = r.model.zoo_meta
+    assert meta["tag"] == "mlp2.cifar100-coarse" and meta["labels"] == "coarse" and meta["num_classes"] == 20
+    again = zoo.evaluate(r.weights, "cifar100")  # the label set follows the model
+    assert again.top1 == pytest.approx(r.test.top1) and len(again.per_class_accuracy) == 20
+    manifest = tmp_path / "store" / "manifest.json"
+    manifest.parent.mkdir()
+    assert publish(r.weights, manifest) == "mlp2.cifar100-coarse" and list(read_manifest(manifest)) == [
+        "mlp2.cifar100-coarse"]
+    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
+    assert zoo.load("mlp2.cifar100-coarse").zoo_meta["labels"] == "coarse"

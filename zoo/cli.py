@@ -17,6 +17,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--labels", default="fine", choices=["fine", "coarse"],
+                   help="CIFAR-100: the 100 fine classes (default) or the 20 coarse superclasses")
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -108,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch-size", type=int, default=1024)
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--labels", choices=["fine", "coarse"], help="CIFAR-100 label set (default: the model's own)")
     s.add_argument("--out", help="report directory (default: reports/TAG)")
     s.add_argument("--run-log", help="a run's log.jsonl to plot training curves from")
     s.add_argument("--no-figures", action="store_true", help="JSON/Markdown/HTML without t-SNE and activations")
@@ -253,7 +256,7 @@ def cmd_train(a) -> int:
     res = train(a.name, a.dataset, a.recipe, epochs=a.epochs, out_dir=a.out, device=a.device, seed=a.seed,
                 resume=a.resume, init=a.init, train_last=a.train_last, train_subset=a.train_subset,
                 compile=a.compile, bf16=a.bf16, channels_last=a.channels_last, tensorboard=a.tensorboard,
-                progress=not a.no_progress, fp16_weights=a.fp16_weights, **over)
+                progress=not a.no_progress, fp16_weights=a.fp16_weights, labels=a.labels, **over)
     last = res.history[-1] if res.history else {}
     first = res.history[0].get("first_step_seconds") if res.history else None
     warm = f" (first step, incl. compile/autotune: {first:.1f} s)" if first is not None else ""
@@ -287,7 +290,8 @@ def cmd_eval(a) -> int:
     results = []
     for b in backends:
         target = model if model is not None else src
-        r = evaluate(target, dataset, backend=b, device=a.device, batch_size=a.batch_size, split=a.split, tta=a.tta)
+        r = evaluate(target, dataset, backend=b, device=a.device, batch_size=a.batch_size, split=a.split, tta=a.tta,
+                     labels=a.labels)
         print(r.summary())
         results.append(r)
     comparison = compare(results) if len(results) > 1 else None
@@ -308,7 +312,7 @@ def cmd_experiment(a) -> int:
     from .experiments import run_experiment
 
     files = run_experiment(a.family, a.dataset, epochs=a.epochs, out_dir=Path(a.out) if a.out else None,
-                           device=a.device, seed=a.seed, progress=not a.no_progress)
+                           device=a.device, seed=a.seed, progress=not a.no_progress, labels=a.labels)
     print(f"report: {files['html']}")
     return 0
 

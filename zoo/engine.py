@@ -221,7 +221,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         val_loader = Loader(val_data, 1024, augment=None, shuffle=False, backend=backend, device=dev,
                             channels_last=channels_last, indices=None if has_val else val_idx)
 
-    out = Path(out_dir or Path("runs") / f"{name}.{dataset}")
+    tag = f"{name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")  # a coarse-label model is another entry
+    out = Path(out_dir or Path("runs") / tag)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     opt = make_optimizer(rec, model, fused=cuda)  # one fused kernel per step on CUDA
@@ -343,7 +344,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if cuda:
             model.to(memory_format=torch.contiguous_format)
         meta = {
-            "tag": f"{name}.{dataset}", "model": name, "dataset": dataset, "classes": list(data.classes),
+            "tag": tag, "model": name, "dataset": dataset, "labels": labels, "classes": list(data.classes),
             "num_classes": len(data.classes), "mean": data.norm[0], "std": data.norm[1],
             "input_size": [data.images.shape[3], data.images.shape[1], data.images.shape[2]],
             "config_overrides": rec.model,
@@ -356,7 +357,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         model.zoo_meta = meta
         if evaluate_test:
             try:
-                result_test = evaluate(model, dataset, device=str(dev), batch_size=1024,
+                result_test = evaluate(model, dataset, device=str(dev), batch_size=1024, labels=labels,
                                        report_flip_tta=flip_ok)
                 meta["metrics"] = {"top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
                                    "top1_flip_tta": result_test.top1_flip_tta,

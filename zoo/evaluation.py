@@ -112,11 +112,12 @@ def artifact_backend(model_or_path) -> str | None:
 
 def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device: str = "cpu", batch_size: int = 1024,
              split: str = "test", tta: bool = False, report_flip_tta: bool = False, max_misclassified: int = 200,
-             warmup: int = 2) -> EvalResult:
+             warmup: int = 2, labels: str | None = None) -> EvalResult:
     """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split.
 
     backend: torch | torchscript | onnxruntime | auto (the fastest measured for the device). Default: torch for
     a model, tag or weights file; an exported file runs on its own runtime, and only there.
+    labels: "fine" or "coarse" (CIFAR-100); default: what the model was trained on (its meta), else fine.
     tta=True: every metric uses the average of the image's and its horizontal flip's logits.
     report_flip_tta=True: metrics stay single-view, and `top1_flip_tta` also gives the flip-TTA top-1 from the
     same pass (one extra forward per batch, outside the timed region)."""
@@ -135,11 +136,16 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
         torch.backends.cudnn.benchmark = True  # fixed batch shape: pick the fastest conv algorithms once
     if backend == "auto":
         backend = AUTO_BACKEND["cuda" if device.startswith("cuda") else "cpu"]
-    ld = loader(dataset, split, batch_size, augment=None, shuffle=False,
-                backend="gpu" if device.startswith("cuda") else "native", device=device)
+    def split_loader(which: str):
+        return loader(dataset, split, batch_size, augment=None, shuffle=False, labels=which,
+                      backend="gpu" if device.startswith("cuda") else "native", device=device)
+
+    ld = split_loader(labels or "fine")
     _, h, w, c = ld.data.images.shape
     example = torch.zeros(1, c, h, w, device=device)
     fn, name, meta = runner_for(model_or_path, backend, device, example)
+    if labels is None and meta.get("labels", "fine") != "fine":  # e.g. a model of CIFAR-100's 20 superclasses
+        ld = split_loader(meta["labels"])
     _check_compatible(meta, fn, ld, c, h, w, name)
     n_cls = len(ld.classes)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

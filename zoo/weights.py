@@ -212,7 +212,7 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     """Copy a trained weights file next to the manifest and add/replace its entry."""
     manifest = manifest or manifest_path()
     meta = read_embedded_meta(path)
-    tag = tag or f"{meta['model']}.{meta['dataset']}"
+    tag = tag or meta.get("tag") or f"{meta['model']}.{meta['dataset']}"
     dest = manifest.parent / f"{tag}.safetensors"
     if path.resolve() != dest.resolve():
         atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
