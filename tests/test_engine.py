@@ -251,6 +251,11 @@ def test_coarse_label_training_is_its_own_entry(data_home, tmp_path, monkeypatch
     assert meta["tag"] == "mlp2.cifar100-coarse" and meta["labels"] == "coarse" and meta["num_classes"] == 20
     again = zoo.evaluate(r.weights, "cifar100")  # the label set follows the model
     assert again.top1 == pytest.approx(r.test.top1) and len(again.per_class_accuracy) == 20
+    assert again.labels == "coarse"
+    from zoo.report import eval_report
+
+    files = eval_report([again], tmp_path / "rep", model=zoo.load(r.weights), tsne_samples=60)
+    assert "super0" in files["md"].read_text()  # per-class rows are the superclasses
     manifest = tmp_path / "store" / "manifest.json"
     manifest.parent.mkdir()
     assert publish(r.weights, manifest) == "mlp2.cifar100-coarse" and list(read_manifest(manifest)) == [

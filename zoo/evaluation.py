@@ -47,6 +47,7 @@ class EvalResult:
     misclassified: list[dict[str, Any]]
     throughput: dict[str, float]
     tta: bool = False
+    labels: str = "fine"  # the label set (CIFAR-100: fine or coarse)
     top1_flip_tta: float | None = None  # with report_flip_tta=True: top-1 of the flip-averaged logits
     logits: np.ndarray | None = field(default=None, repr=False)
 
@@ -140,12 +141,14 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
         return loader(dataset, split, batch_size, augment=None, shuffle=False, labels=which,
                       backend="gpu" if device.startswith("cuda") else "native", device=device)
 
-    ld = split_loader(labels or "fine")
+    label_set = labels or "fine"
+    ld = split_loader(label_set)
     _, h, w, c = ld.data.images.shape
     example = torch.zeros(1, c, h, w, device=device)
     fn, name, meta = runner_for(model_or_path, backend, device, example)
     if labels is None and meta.get("labels", "fine") != "fine":  # e.g. a model of CIFAR-100's 20 superclasses
-        ld = split_loader(meta["labels"])
+        label_set = meta["labels"]
+        ld = split_loader(label_set)
     _check_compatible(meta, fn, ld, c, h, w, name)
     n_cls = len(ld.classes)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -199,7 +202,7 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
                        for i in wrong],
         throughput={"images_per_s": len(yn) / lat.sum() * 1000, "batch_size": batch_size,
                     "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95))},
-        tta=tta, top1_flip_tta=top1_flip, logits=logits_t.numpy(),
+        tta=tta, labels=label_set, top1_flip_tta=top1_flip, logits=logits_t.numpy(),
     )
 
 

@@ -217,7 +217,7 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
 
     r = results[0]
     classes = r.classes
-    split = open_split(r.dataset, r.split)
+    split = open_split(r.dataset, r.split, labels=r.labels)
     rows = [{"class": c, "accuracy": a, "precision": p, "recall": rc, "f1": f, "support": s}
             for c, a, p, rc, f, s in zip(classes, r.per_class_accuracy, r.precision, r.recall, r.f1, r.support)]
     summary = [{"backend": x.backend, "device": x.device, "top1": x.top1, "top5": x.top5 if x.top5 is not None else "",
@@ -239,7 +239,6 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
             figs.append(("training curves", plot_curves(hist)))
     if model is not None and hasattr(model, "forward_features"):
         import torch
-
 
         idx = sample_indices(len(split), tsne_samples)
         x = torch.cat([b.clone() for b, _ in Loader(split, 512, augment=None, shuffle=False, indices=idx)])
