@@ -14,7 +14,8 @@ from .helpers import make_cached_split, write_mnist
 
 def test_info_and_list():
     out = run_cli("-m", "zoo", "info").stdout
-    assert "native extension:" in out and "torch " in out and "devices: cpu" in out
+    assert "native extension:" in out and "torch " in out and "devices: cpu" in out and "cpu bf16: " in out
+    assert "auto = onnxruntime on CPU, torch on CUDA" in out
     out = run_cli("-m", "zoo", "list").stdout
     assert "resnet18" in out and "lenet5_bn" in out and "fast_lenet" in out
     assert "usage" in run_cli("-m", "zoo", "--help").stdout
