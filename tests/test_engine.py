@@ -100,6 +100,10 @@ def test_bad_inputs(gen, tmp_path, capsys):
                        ({"label_smoothing": 1.0}, "label_smoothing"), ({"augment": "crop_flop"}, "crop_flip")]:
         with pytest.raises(ZooError, match=field):
             train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **bad)
+    for kw, msg in (({"train_last": -1}, "--train-last must be >= 1"), ({"train_subset": 0}, "--train-subset must"),
+                    ({"init": "zoo:lenet6.gen"}, "--init zoo:lenet6.gen: unknown model 'lenet6'")):
+        with pytest.raises(ZooError, match=msg):
+            train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **kw)
     assert not (tmp_path / "never").exists()  # rejected before a run folder is made
     train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False, resume=True)
     assert "no checkpoint at" in capsys.readouterr().out  # --resume on a fresh folder starts fresh, and says so

@@ -132,7 +132,10 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
     elif kind == "zoo":
         from .weights import load
 
-        state = load(ref).state_dict()
+        try:
+            state = load(ref).state_dict()
+        except ZooError as e:
+            raise ZooError(f"--init zoo:{ref}: {e}") from None
     elif kind == "xavier":
         from .registry import init_weights
 
@@ -177,6 +180,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     if recipe is None:
         recipe = default_recipe(model_or_name) if isinstance(model_or_name, str) else "adam"
     rec = get_recipe(recipe, epochs=epochs, **overrides)
+    for arg, value in (("train_last", train_last), ("train_subset", train_subset)):
+        if value is not None and value < 1:  # a negative N-per-class would slice off the last N images instead
+            raise ZooError(f"--{arg.replace('_', '-')} must be >= 1, got {value} (leave it out to train every stage "
+                           "on every image)")
     rank, world = _dist()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and world > 1:
