@@ -80,6 +80,9 @@ def test_eval_compare_report(tmp_path, data_home):
     bad = run_cli("-m", "zoo", "eval", onnx_file, "--compare", "torch,onnxruntime", check=False,
                   env={"ZOO_DATA": str(data_home)})
     assert bad.returncode == 2 and "evaluate its weights" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("-m", "zoo", "eval", "lenet5.cifar10", "--compare", "torch,tensorrt", check=False,
+                  env={"ZOO_DATA": str(data_home)})
+    assert bad.returncode == 2 and "--compare: unknown backend 'tensorrt'" in bad.stderr and "top-1" not in bad.stdout
     bad = run_cli("-m", "zoo", "eval", str(tmp_path / "missing.onnx"), "--dataset", "cifar10", check=False)
     assert bad.returncode == 2 and "missing.onnx does not exist" in bad.stderr and "Traceback" not in bad.stderr
     _browser_check(out / "report.html", tmp_path)  # last: it skips the test where no browser is installed

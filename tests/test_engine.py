@@ -101,7 +101,9 @@ def test_bad_inputs(gen, tmp_path, capsys):
         with pytest.raises(ZooError, match=field):
             train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **bad)
     for kw, msg in (({"train_last": -1}, "--train-last must be >= 1"), ({"train_subset": 0}, "--train-subset must"),
-                    ({"init": "zoo:lenet6.gen"}, "--init zoo:lenet6.gen: unknown model 'lenet6'")):
+                    ({"init": "zoo:lenet6.gen"}, "--init zoo:lenet6.gen: unknown model 'lenet6'"),
+                    ({"device": "gpu"}, "--device 'gpu'")) + ((({"device": "cuda"}, "CUDA is not available"),)
+                                                              if not torch.cuda.is_available() else ()):
         with pytest.raises(ZooError, match=msg):
             train("lenet5", "gen", "adam", out_dir=tmp_path / "never", progress=False, **kw)
     assert not (tmp_path / "never").exists()  # rejected before a run folder is made

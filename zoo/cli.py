@@ -300,7 +300,13 @@ def cmd_eval(a) -> int:
         if not dataset:
             print(f"error: {src} does not record its dataset; pass --dataset", file=sys.stderr)
             return 2
+    from .errors import suggest
+    from .evaluation import EVAL_BACKENDS
+
     backends = a.compare.split(",") if a.compare else [a.backend]
+    bad = [b for b in backends if b is not None and b not in EVAL_BACKENDS]
+    if bad:  # before the first backend spends minutes on the test set
+        raise ZooError(f"--compare: unknown backend {bad[0]!r}; {suggest(bad[0], EVAL_BACKENDS)}")
     results = []
     for b in backends:
         target = model if model is not None else src

@@ -185,7 +185,12 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             raise ZooError(f"--{arg.replace('_', '-')} must be >= 1, got {value} (leave it out to train every stage "
                            "on every image)")
     rank, world = _dist()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise ZooError(f"--device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
