@@ -49,6 +49,22 @@ def test_commit_recorded_from_env_where_there_is_no_git(monkeypatch):
     assert git_commit() == "ab" * 20
 
 
+def test_commit_is_read_when_the_run_starts(gen, tmp_path, monkeypatch):
+    """A run records the commit it started from, not the HEAD of the moment it ends (hours later)."""
+    from zoo import engine
+
+    monkeypatch.setenv("ZOO_COMMIT", "aa" * 20)
+    validate = engine._validate
+
+    def later(*a, **k):  # an epoch's end: meanwhile the checkout has moved on
+        monkeypatch.setenv("ZOO_COMMIT", "bb" * 20)
+        return validate(*a, **k)
+
+    monkeypatch.setattr(engine, "_validate", later)
+    r = train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False)
+    assert r.model.zoo_meta["commit"] == "aa" * 20
+
+
 def _train_cmd(out, *extra):
     return [sys.executable, "-m", "zoo", "train", "lenet5_dropout", "--dataset", "gen", "--recipe", "adam",
             "--epochs", "3", "--batch-size", "8", "--out", str(out), "--no-progress", *extra]

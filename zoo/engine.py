@@ -180,6 +180,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     if recipe is None:
         recipe = default_recipe(model_or_name) if isinstance(model_or_name, str) else "adam"
     rec = get_recipe(recipe, epochs=epochs, **overrides)
+    commit = git_commit()  # the code this run trains with: read now, not when a run of hours ends
     for arg, value in (("train_last", train_last), ("train_subset", train_subset)):
         if value is not None and value < 1:  # a negative N-per-class would slice off the last N images instead
             raise ZooError(f"--{arg.replace('_', '-')} must be >= 1, got {value} (leave it out to train every stage "
@@ -364,7 +365,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                                        "train_last": train_last, "train_subset": train_subset},
             "epochs_run": len(history), "train_seconds": round(train_seconds, 2), "device": _device_name(dev),
             "bf16": bf16, "channels_last": channels_last,
-            "torch": torch.__version__, "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+            "torch": torch.__version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
         }
         model.zoo_meta = meta
         if evaluate_test:
