@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--png", type=Path, help="write a bar chart of img/s here")
     p.add_argument("--title", default="")
     a = p.parse_args(argv)
-    out, chart = [], []
+    out, panels = [], {}  # (file, suite) -> [(case, img/s)]: one chart panel each
     for f in a.files:
         machine, rows = rows_from(f)
         if not rows:
@@ -58,26 +58,33 @@ def main(argv=None) -> int:
         out.append("| suite | case | img/s | median ms | ratio |\n|---|---|---:|---:|---|")
         for r in rows:
             out.append(f"| {r['suite']} | {r['case']} | {fmt(r['img/s'])} | {r['median ms']:.3f} | {r['ratio']} |")
-            chart.append((f"{f.stem}:{r['case']}", r["img/s"]))
+            panels.setdefault((f"{f.stem} — {r['suite']} ({machine['machine']})"), []).append((r["case"], r["img/s"]))
         out.append("")
     text = "\n".join(out)
     if a.md:
         a.md.write_text(text + "\n")
     else:
         print(text)
-    if a.png and chart:
+    if a.png and panels:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(9, 0.28 * len(chart) + 1))
-        ax.barh([c[0] for c in chart], [c[1] for c in chart])
-        ax.set_xscale("log")
-        ax.set_xlabel("images / s (log)")
-        ax.set_title(a.title or "zoo benchmarks")
-        ax.invert_yaxis()
-        ax.tick_params(axis="y", labelsize=6)
+        sizes = [len(rows) for rows in panels.values()]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.17 * sum(sizes) + 0.9 * len(panels)),
+                                 gridspec_kw={"height_ratios": sizes}, squeeze=False)
+        for ax, (title, rows) in zip(axes[:, 0], panels.items()):
+            ax.barh([c for c, _ in rows], [v for _, v in rows], color="C0")
+            ax.set_xscale("log")
+            ax.set_ylim(len(rows) - 0.5, -0.5)  # first case on top, no empty band
+            ax.set_title(title, fontsize=8, loc="left")
+            ax.tick_params(axis="y", labelsize=6)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.grid(axis="x", alpha=0.3)
+        axes[-1, 0].set_xlabel("images / s (log)")
+        fig.suptitle(a.title or "zoo benchmarks", y=1.0)
+        fig.tight_layout()
         fig.savefig(a.png, dpi=100, bbox_inches="tight")
     return 0
 
