@@ -248,7 +248,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if ck["model_name"] != name or ck["num_classes"] != len(data.classes):
             raise ZooError(f"{ckpt_path}: checkpoint is for {ck['model_name']} with {ck['num_classes']} classes, "
                            f"not {name} with {len(data.classes)}; use another --out or drop --resume")
-        changed = {k: (v, rec.to_dict()[k]) for k, v in ck.get("recipe", {}).items() if v != rec.to_dict().get(k)}
+        now = rec.to_dict()
+        changed = {k: (v, now.get(k)) for k, v in ck.get("recipe", {}).items() if v != now.get(k)}
         if changed and rank == 0:  # e.g. more epochs: the LR schedule follows the new values from here on
             print("note: --resume with other recipe values than the checkpoint's: "
                   + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))

@@ -137,6 +137,7 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
         torch.backends.cudnn.benchmark = True  # fixed batch shape: pick the fastest conv algorithms once
     if backend == "auto":
         backend = AUTO_BACKEND["cuda" if device.startswith("cuda") else "cpu"]
+
     def split_loader(which: str):
         return loader(dataset, split, batch_size, augment=None, shuffle=False, labels=which,
                       backend="gpu" if device.startswith("cuda") else "native", device=device)

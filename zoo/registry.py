@@ -122,8 +122,12 @@ def _typed(cls, key: str, default, value):
     kind = type(default)
     if kind is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
-    ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(value, bool) \
-        if kind is float else isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind in (int, float):  # bool is an int to Python, not to a config
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
     if not ok:
         raise ZooError(f"{cls.__name__} option {key}={value!r}: expected {kind.__name__} (default {default!r})")
     return value
