@@ -41,6 +41,19 @@ def test_train_learns_and_writes_artifacts(gen, tmp_path):
     assert m.zoo_meta["recipe"]["name"] == "fast_lenet" and len(m.zoo_meta["classes"]) == 10
 
 
+def test_fp16_weights_metrics_are_those_of_the_shipped_file(gen, tmp_path):
+    """With --fp16-weights the manifest's metrics are measured on the fp16-rounded weights users will load."""
+    r = train("lenet5", "gen", "fast_lenet", epochs=1, batch_size=32, out_dir=tmp_path / "run", progress=False,
+              fp16_weights=True)
+    m = zoo.load(r.weights)
+    assert m.zoo_meta["dtype"] == "float16"
+    for k, v in r.model.state_dict().items():  # the returned model is the shipped one, rounded through fp16
+        assert torch.equal(v, m.state_dict()[k]), k
+    again = zoo.evaluate(m, "gen")
+    assert m.zoo_meta["metrics"]["loss"] == pytest.approx(again.loss, abs=1e-6)
+    assert m.zoo_meta["metrics"]["top1"] == again.top1
+
+
 def test_commit_recorded_from_env_where_there_is_no_git(monkeypatch):
     from zoo.engine import git_commit
 

@@ -369,6 +369,13 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             "torch": torch.__version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
         }
         model.zoo_meta = meta
+        if fp16_weights:
+            # Measure the weights that ship: the manifest's metrics must be what `zoo.load(tag)` gives users, and
+            # fp16 rounding moves top-1 by a few hundredths. checkpoint.pt (for --resume) keeps the fp32 values.
+            with torch.no_grad():
+                for t in model.state_dict().values():
+                    if t.is_floating_point():
+                        t.copy_(t.half())
         if evaluate_test:
             try:
                 result_test = evaluate(model, dataset, device=str(dev), batch_size=1024, labels=labels,
