@@ -68,6 +68,28 @@ def test_preprocess_same_pixels_from_pil_array_and_tensor():
                 torch.testing.assert_close(pre(other), ref, atol=1 / 255 / min(meta["std"]), rtol=0)
 
 
+def test_publish_replaces_an_entry_only_with_better_weights(store, tmp_path, capsys):
+    """Committed weights stay in git history: a worse or unmeasured file must not replace a shipped entry."""
+    from zoo.cli import main
+
+    _, manifest = store
+    shipped = manifest.read_bytes(), (manifest.parent / "lenet5.mnist.safetensors").read_bytes()
+    model = zoo.create_model("lenet5")
+    worse, unmeasured, better = (tmp_path / f"{n}.safetensors" for n in ("worse", "unmeasured", "better"))
+    W.save_weights(model, worse, _meta() | {"metrics": {"top1": 0.4}})
+    W.save_weights(model, unmeasured, {k: v for k, v in _meta().items() if k != "metrics"})
+    for f, why in ((worse, "does not beat the shipped lenet5.mnist"), (unmeasured, "no measured test metrics")):
+        assert main(["publish", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert str(f) in err and why in err
+        assert (manifest.read_bytes(), (manifest.parent / "lenet5.mnist.safetensors").read_bytes()) == shipped
+    W.save_weights(model, better, _meta() | {"metrics": {"top1": 0.6}})
+    assert main(["publish", str(better)]) == 0
+    assert W.read_manifest(manifest)["lenet5.mnist"]["metrics"]["top1"] == 0.6
+    assert main(["publish", str(worse), "--force"]) == 0  # a maintainer's deliberate choice
+    assert W.read_manifest(manifest)["lenet5.mnist"]["metrics"]["top1"] == 0.4
+
+
 def test_hash_mismatch_refused(store):
     _, manifest = store
     f = manifest.parent / "lenet5.mnist.safetensors"

@@ -129,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="copy a run's weights into the package manifest (maintainers)")
     s.add_argument("weights", help="a run's model.safetensors")
     s.add_argument("--url", help="download URL to record")
+    s.add_argument("--force", action="store_true",
+                   help="replace the entry even if the file's test top-1 is not better (or was not measured)")
     return p
 
 
@@ -373,7 +375,7 @@ def cmd_demo(a) -> int:
 def cmd_publish(a) -> int:
     from .weights import publish
 
-    tag = publish(Path(a.weights), url=a.url)
+    tag = publish(Path(a.weights), url=a.url, force=a.force)
     print(f"published {tag}")
     return 0
 

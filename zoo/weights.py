@@ -208,15 +208,28 @@ def save_weights(model: nn.Module, path: Path, meta: dict[str, Any], *, fp16: bo
     return dict(meta, file=path.name, size=path.stat().st_size, sha256=sha256_file(path))
 
 
-def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None, url: str | None = None) -> str:
-    """Copy a trained weights file next to the manifest and add/replace its entry."""
+def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None, url: str | None = None,
+            force: bool = False) -> str:
+    """Copy a trained weights file next to the manifest and add/replace its entry.
+
+    Every committed weights file stays in git history, so an entry is replaced only by weights that measure better
+    on the test split (or with force=True): a worse or unmeasured file is refused before anything is written.
+    """
     manifest = manifest or manifest_path()
     meta = read_embedded_meta(path)
     tag = tag or meta.get("tag") or f"{meta['model']}.{meta['dataset']}"
     dest = manifest.parent / f"{tag}.safetensors"
+    entries = read_manifest(manifest) if manifest.exists() else {}
+    new_top1 = (meta.get("metrics") or {}).get("top1")
+    old_top1 = (entries.get(tag, {}).get("metrics") or {}).get("top1")
+    if not force and new_top1 is None:
+        raise ZooError(f"{path} has no measured test metrics (its run did not evaluate on the test split); "
+                       "evaluate before publishing, or pass --force")
+    if not force and old_top1 is not None and new_top1 <= old_top1:
+        raise ZooError(f"{path}: test top-1 {new_top1:.2%} does not beat the shipped {tag} ({old_top1:.2%}); "
+                       "weights are re-committed only when they get better (--force to replace anyway)")
     if path.resolve() != dest.resolve():
         atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
-    entries = read_manifest(manifest) if manifest.exists() else {}
     entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
     text = json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n"
     atomic_write(manifest, lambda tmp: tmp.write_text(text))
