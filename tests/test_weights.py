@@ -88,6 +88,12 @@ def test_publish_replaces_an_entry_only_with_better_weights(store, tmp_path, cap
     assert W.read_manifest(manifest)["lenet5.mnist"]["metrics"]["top1"] == 0.6
     assert main(["publish", str(worse), "--force"]) == 0  # a maintainer's deliberate choice
     assert W.read_manifest(manifest)["lenet5.mnist"]["metrics"]["top1"] == 0.4
+    entries = json.loads(manifest.read_text())  # re-measured since: the manifest's metrics differ from the file's
+    entries["weights"]["lenet5.mnist"]["metrics"]["top1"] = 0.41
+    manifest.write_text(json.dumps(entries))
+    assert main(["publish", str(worse), "--url", "https://example.org/w.safetensors"]) == 0  # the shipped file
+    entry = W.read_manifest(manifest)["lenet5.mnist"]
+    assert entry["url"] == "https://example.org/w.safetensors" and entry["metrics"]["top1"] == 0.41
 
 
 def test_hash_mismatch_refused(store):

@@ -214,6 +214,7 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
 
     Every committed weights file stays in git history, so an entry is replaced only by weights that measure better
     on the test split (or with force=True): a worse or unmeasured file is refused before anything is written.
+    Publishing the shipped file itself keeps its entry and only records `url`.
     """
     manifest = manifest or manifest_path()
     meta = read_embedded_meta(path)
@@ -222,15 +223,19 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     entries = read_manifest(manifest) if manifest.exists() else {}
     new_top1 = (meta.get("metrics") or {}).get("top1")
     old_top1 = (entries.get(tag, {}).get("metrics") or {}).get("top1")
-    if not force and new_top1 is None:
+    if tag in entries and entries[tag].get("sha256") == sha256_file(path):
+        # The shipped file itself: keep its entry (its metrics may have been re-measured since), record a new URL.
+        entries[tag] = dict(entries[tag], url=url if url is not None else entries[tag].get("url", ""))
+    elif not force and new_top1 is None:
         raise ZooError(f"{path} has no measured test metrics (its run did not evaluate on the test split); "
                        "evaluate before publishing, or pass --force")
-    if not force and old_top1 is not None and new_top1 <= old_top1:
+    elif not force and old_top1 is not None and new_top1 <= old_top1:
         raise ZooError(f"{path}: test top-1 {new_top1:.2%} does not beat the shipped {tag} ({old_top1:.2%}); "
                        "weights are re-committed only when they get better (--force to replace anyway)")
-    if path.resolve() != dest.resolve():
-        atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
-    entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
+    else:
+        if path.resolve() != dest.resolve():
+            atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
+        entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
     text = json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n"
     atomic_write(manifest, lambda tmp: tmp.write_text(text))
     return tag
