@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         out.append("| suite | case | img/s | median ms | ratio |\n|---|---|---:|---:|---|")
         for r in rows:
             out.append(f"| {r['suite']} | {r['case']} | {fmt(r['img/s'])} | {r['median ms']:.3f} | {r['ratio']} |")
-            panels.setdefault((f"{f.stem} — {r['suite']} ({machine['machine']})"), []).append((r["case"], r["img/s"]))
+            panels.setdefault(f"{f.stem} — {r['suite']} ({machine['machine']})", []).append((r["case"], r["img/s"]))
         out.append("")
     text = "\n".join(out)
     if a.md:

@@ -223,7 +223,8 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     entries = read_manifest(manifest) if manifest.exists() else {}
     new_top1 = (meta.get("metrics") or {}).get("top1")
     old_top1 = (entries.get(tag, {}).get("metrics") or {}).get("top1")
-    if tag in entries and entries[tag].get("sha256") == sha256_file(path):
+    digest = sha256_file(path)
+    if tag in entries and entries[tag].get("sha256") == digest:
         # The shipped file itself: keep its entry (its metrics may have been re-measured since), record a new URL.
         entries[tag] = dict(entries[tag], url=url if url is not None else entries[tag].get("url", ""))
     elif not force and new_top1 is None:
@@ -235,7 +236,7 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     else:
         if path.resolve() != dest.resolve():
             atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
-        entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=sha256_file(dest), url=url or "")
+        entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=digest, url=url or "")
     text = json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n"
     atomic_write(manifest, lambda tmp: tmp.write_text(text))
     return tag
