@@ -37,12 +37,14 @@ class TrainResult:
     train_seconds: float
 
 
-def _dist() -> tuple[int, int]:
+def _dist() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call opened the process group, so the run must close it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
+    opened = world > 1 and not torch.distributed.is_initialized()
+    if opened:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+    return (torch.distributed.get_rank(), world, opened) if world > 1 else (0, 1, False)
 
 
 def git_commit() -> str:
@@ -185,7 +187,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if value is not None and value < 1:  # a negative N-per-class would slice off the last N images instead
             raise ZooError(f"--{arg.replace('_', '-')} must be >= 1, got {value} (leave it out to train every stage "
                            "on every image)")
-    rank, world = _dist()
+    rank, world, opened_group = _dist()
     try:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as e:
@@ -393,6 +395,13 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         from .report import plot_curves
 
         plot_curves(history, out / "curves.png", title=f"{name} on {dataset}")
+    if world > 1:
+        # Rank 0 saves and evaluates alone: the other ranks wait for it, so every rank leaves together. The group
+        # this run opened is closed here; left to Gloo's destructor at interpreter exit, a rank that left early
+        # could abort ("terminate called without an active exception", SIGABRT) and torchrun then failed the run.
+        torch.distributed.barrier()
+        if opened_group:
+            torch.distributed.destroy_process_group()
     return TrainResult(model, out, weights, history, result_test, train_seconds)
 
 
