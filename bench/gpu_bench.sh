@@ -12,10 +12,11 @@ declare -A EXPR=([goals]="cuda and ((resnet18 and 1024) or (lenet5 and 16384))"
                  [infer_small]="cuda and not 1024 and not 16384")
 declare -A FILE=([goals]=test_inference [infer1024]=test_inference [loader]=test_loaders [train]=test_train_step
                  [infer_small]=test_inference)
+ORDER=(goals infer1024 loader train infer_small)
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(goals infer1024 loader train infer_small)
+[ ${#groups[@]} -gt 0 ] || groups=("${ORDER[@]}")
 for g in "${groups[@]}"; do
-  [ -n "${SECS[$g]:-}" ] || { echo "unknown group '$g' (goals, infer1024, loader, train, infer_small)" >&2; exit 2; }
+  [ -n "${SECS[$g]:-}" ] || { echo "unknown group '$g' (${ORDER[*]})" >&2; exit 2; }
   echo "== $g (at most ${SECS[$g]} s)"
   timeout "${SECS[$g]}" python3 -m pytest "bench/${FILE[$g]}.py" -k "${EXPR[$g]}" --benchmark-only -p no:cacheprovider \
     -o addopts="" --benchmark-json "$OUT/cuda_$g.json" -q --benchmark-columns=median,ops 2>&1 | tail -25
