@@ -105,6 +105,47 @@ def test_sigkill_resume_is_bit_identical(gen, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_weight_ema_is_the_decayed_average_of_weights_and_bn_statistics():
+    from zoo.engine import WeightEMA
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    ema = WeightEMA(m, 0.75)
+    m.train()(torch.randn(8, 3))  # moves the BN statistics and its step count
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    ema.update(m)
+    now, avg = m.state_dict(), ema.module.state_dict()
+    for k, v in avg.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * start[k] + 0.25 * now[k]), k
+        else:
+            assert torch.equal(v, now[k]) and int(v) == 1, k  # num_batches_tracked: copied, not averaged
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_ships_the_average_and_resumes_exactly(gen, tmp_path):
+    """--ema: validation, the test metrics and model.safetensors are the average's; checkpoint.pt keeps the trained
+    weights and the average, so a resumed run ends where an uninterrupted one does."""
+    kw = dict(batch_size=32, progress=False, ema=0.9)
+    full = train("lenet5_bn", "gen", "adam", epochs=2, out_dir=tmp_path / "full", **kw)
+    train("lenet5_bn", "gen", "adam", epochs=1, out_dir=tmp_path / "part", evaluate_test=False, **kw)
+    part = train("lenet5_bn", "gen", "adam", epochs=2, out_dir=tmp_path / "part", resume=True, **kw)
+    a, b = load_state_dict(full.weights), load_state_dict(part.weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(a[k], ck["ema"][k]) for k in a)  # what ships is the average...
+    assert not all(torch.equal(a[k], ck["model"][k]) for k in a if a[k].is_floating_point())  # ...not the last step
+    m = zoo.load(full.weights)
+    assert m.zoo_meta["recipe"]["ema"] == 0.9
+    assert m.zoo_meta["metrics"]["top1"] == zoo.evaluate(m, "gen").top1
+    with pytest.raises(ZooError, match="ema=1.0"):
+        train("lenet5_bn", "gen", "adam", ema=1.0, out_dir=tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
 def test_nan_loss_stops_and_keeps_checkpoint(gen, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train("mlp2", "gen", "adam", epochs=1, out_dir=out, progress=False, evaluate_test=False)

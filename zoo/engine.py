@@ -37,6 +37,31 @@ class TrainResult:
     train_seconds: float
 
 
+class WeightEMA:
+    """An exponential moving average of a model's weights and of its float buffers (BatchNorm statistics, so the
+    average evaluates as it is, with no re-estimation pass): after each optimiser step,
+    avg <- decay * avg + (1 - decay) * current. It starts as a copy of the model; 1 / (1 - decay) steps is its
+    time constant. Integer buffers (BatchNorm's step count) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @staticmethod
+    def _tensors(m: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        ts = [*m.parameters(), *m.buffers()]
+        return [t for t in ts if t.is_floating_point()], [t for t in ts if not t.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        (avg, avg_int), (cur, cur_int) = self._tensors(self.module), self._tensors(model)
+        torch._foreach_lerp_(avg, [t.detach() for t in cur], 1.0 - self.decay)  # one fused kernel, not a loop
+        for a, c in zip(avg_int, cur_int):
+            a.copy_(c)
+
+
 def _dist() -> tuple[int, int, bool]:
     """(rank, world size, whether this call opened the process group, so the run must close it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -245,6 +270,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     total = rec.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(rec, s, total, steps_per_epoch))
     start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
+    ema_state = None
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         if ck["model_name"] != name or ck["num_classes"] != len(data.classes):
@@ -260,12 +286,18 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         sched.load_state_dict(ck["scheduler"])
         start_epoch, history, best, bad_epochs = ck["epoch"] + 1, ck["history"], ck["best"], ck["bad_epochs"]
         train_seconds = ck.get("train_seconds", 0.0)
+        ema_state = ck.get("ema")
     elif rank == 0:
         if resume:  # restart scripts can always pass --resume: the first run starts fresh, and says so
             print(f"note: --resume: no checkpoint at {ckpt_path}; starting from scratch")
         for f in ("log.jsonl", "steps.jsonl"):
             (out / f).unlink(missing_ok=True)
 
+    ema = WeightEMA(model, rec.ema) if rec.ema else None  # after resume: it starts from the weights trained on
+    if ema and ema_state is not None:
+        ema.module.load_state_dict(ema_state)
+    elif ema and start_epoch and rank == 0:
+        print(f"note: --resume: {ckpt_path} holds no weight average; it starts from the resumed weights")
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
@@ -294,6 +326,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                 nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
             opt.step()
             sched.step()
+            if ema:
+                ema.update(model)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
@@ -329,7 +363,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             row["first_step_seconds"] = first_step
         if rank == 0:
             if val_loader is not None:
-                row["val_loss"], row["val_acc"] = _validate(model, val_loader, bf16, dev)
+                row["val_loss"], row["val_acc"] = _validate(ema.module if ema else model, val_loader, bf16, dev)
             history.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush(), steps_log.flush()
@@ -341,7 +375,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                           "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
                           "model_name": name, "num_classes": len(data.classes), "recipe": rec.to_dict(),
-                          "train_seconds": train_seconds}, ckpt_path)
+                          "train_seconds": train_seconds, "ema": ema.module.state_dict() if ema else None}, ckpt_path)
         stop = torch.tensor(int(bool(rec.patience) and bad_epochs >= rec.patience), device=dev)
         if world > 1:  # rank 0 alone validates, so it decides; the broadcast also keeps the ranks in step
             torch.distributed.broadcast(stop, src=0)
@@ -353,6 +387,8 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         log.close(), steps_log.close()
     if writer:
         writer.close()
+    if ema:  # what ships is the average: the trained weights stay in checkpoint.pt for --resume
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     result_test = None
     weights = out / "model.safetensors"

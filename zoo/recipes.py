@@ -28,6 +28,7 @@ class Recipe:
     augment: str = "auto"  # auto: crop+flip for colour datasets, small crop for MNIST
     patience: int = 0  # early stopping on validation accuracy (0: off)
     val_fraction: float = 0.1  # carved from train when the dataset has no validation split
+    ema: float = 0.0  # decay of a per-step moving average of the weights (0: off); what validates and ships
     model: dict = field(default_factory=dict)  # model config overrides, e.g. {"dropout": 0.2}
 
     def __post_init__(self):
@@ -40,12 +41,13 @@ class Recipe:
             "warmup_epochs": self.warmup_epochs >= 0, "step_epochs": self.step_epochs >= 1, "gamma": self.gamma > 0,
             "label_smoothing": 0 <= self.label_smoothing < 1, "grad_clip": self.grad_clip >= 0,
             "patience": self.patience >= 0, "val_fraction": 0 <= self.val_fraction < 1,
+            "ema": 0 <= self.ema < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ZooError("invalid recipe value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
                            + f" (optimizer: {'|'.join(OPTIMIZERS)}; schedule: {'|'.join(SCHEDULES)}; lr, gamma > 0; "
-                           "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction in [0, 1); "
+                           "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction, ema in [0, 1); "
                            "nesterov needs momentum > 0; the rest >= 0)")
         if self.augment != "auto":
             from .data.native import Augment
@@ -68,6 +70,8 @@ FIELD_HELP = {
     "augment": "none, flip, crop, crop_flip, crop_flip_cutout, mnist, auto (crop+flip; no flip for digits)",
     "patience": "early stopping: epochs without a better validation accuracy (0: off)",
     "val_fraction": "validation share carved from train when the dataset has no validation split",
+    "ema": "keep an exponential moving average of the weights, updated every step with this decay (0: off; e.g. "
+           "0.999 averages over ~1000 steps); validation, the test evaluation and the saved weights use it",
 }
 
 R = Recipe
