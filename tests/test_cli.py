@@ -28,6 +28,8 @@ def test_info_and_list():
     rec = RECIPES["fast_mlp"].to_dict() | {"name": "fast_mlp", "augment": "flip", "epochs": 40, "seed": 0}
     assert _recipe_label(rec, 40) == "fast_mlp, 40 ep, augment=flip"  # what the run changed is shown
     assert _recipe_label({"name": None, "lr": 0.1}, 3) == "custom, 3 ep"
+    assert _recipe_label(rec | {"init": "zoo:mlp2.mnist", "train_last": 2}, 5) == \
+        "fast_mlp, 5 ep, augment=flip, init=zoo:mlp2.mnist, train_last=2"  # a fine-tune names its start
 
 
 def test_ingest_cli_and_errors(tmp_path, data_home):

@@ -386,7 +386,9 @@ def _recipe_label(rec: dict, epochs_run) -> str:
 
     base = RECIPES[rec["name"]].to_dict() if rec.get("name") in RECIPES else {}
     changed = [f"{k}={rec[k]}" for k in base if k != "epochs" and k in rec and rec[k] != base[k]]
-    return ", ".join([str(rec.get("name") or "custom"), f"{epochs_run} ep", *changed])
+    # A fine-tune says where it started: "5 ep, lr=0.04" alone would read as a short run from scratch.
+    run = [f"{k}={rec[k]}" for k in ("init", "train_last", "train_subset") if rec.get(k) is not None]
+    return ", ".join([str(rec.get("name") or "custom"), f"{epochs_run} ep", *changed, *run])
 
 
 def main(argv: list[str] | None = None) -> int:
