@@ -157,7 +157,7 @@ if triton is not None:
 
 
 def _pad16(n: int) -> int:
-    return max(16, triton.next_power_of_2(n)) if triton is not None else n
+    return max(16, triton.next_power_of_2(n))
 
 
 def _fold(lin: nn.Module, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +225,7 @@ class FusedLeNet(nn.Module):
         self.in_chans, self.pad = conv1.in_channels, conv1.padding[0]
         self.ks1, self.ks2 = conv1.kernel_size[0], conv2.kernel_size[0]
         self.num_classes, self.fc_in, self.c2 = model.num_classes, fc1.in_features, conv2.out_channels
-        self.avg, self.tanh, self.f32, self.dtype = cfg.pool == "avg", cfg.act == "tanh", dtype == torch.float32, dtype
+        self.avg, self.tanh, self.dtype = cfg.pool == "avg", cfg.act == "tanh", dtype
         self.f1p, self.f2p, self.ncp = _pad16(fc1.out_features), _pad16(fc2.out_features), _pad16(self.num_classes)
 
         def buf(name, t):
@@ -247,7 +247,9 @@ class FusedLeNet(nn.Module):
         w, b = _fold(model.fc, None)
         buf("wf3", _padded(w.T, self.f2p, self.ncp)), buf("bf3", _padded(b, self.ncp))
 
-    def _shapes(self, x: torch.Tensor) -> tuple[int, int]:
+    def _prepare(self, x: torch.Tensor):
+        """The checked input (NCHW contiguous: the taps of one row are adjacent pixels), the pooled sizes, and the
+        pooled conv1 map and logits buffers the two kernels write."""
         n, c, h, w = x.shape
         if c != self.in_chans:
             raise ZooError(f"fuse_lenet: expected {self.in_chans} input channels, got {c}")
@@ -257,10 +259,12 @@ class FusedLeNet(nn.Module):
             raise ZooError(f"fuse_lenet: a {h}x{w} input gives {self.c2 * q2 * q2} features, fc1 takes {self.fc_in}")
         if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ZooError(f"fuse_lenet runs on a CUDA device (or under TRITON_INTERPRET=1), not {x.device}")
-        return q1, q2
+        s1 = torch.empty(n, q1 * q1, C1P, dtype=self.dtype, device=x.device)
+        out = torch.empty(n, self.num_classes, dtype=torch.float32, device=x.device)
+        return x.contiguous(), q1, q2, s1, out
 
     def _flags(self, kc: KernelConfig) -> dict:
-        f32 = 1 if self.f32 else 2 if os.environ.get("TRITON_INTERPRET") == "1" else 0
+        f32 = 1 if self.dtype == torch.float32 else 2 if os.environ.get("TRITON_INTERPRET") == "1" else 0
         return dict(AVG=self.avg, TANH=self.tanh, F32=f32, KC=kc.block_k, num_warps=kc.num_warps)
 
     def _conv1(self, x, s1, q1, kc: KernelConfig) -> None:
@@ -278,10 +282,7 @@ class FusedLeNet(nn.Module):
                      F2P=self.f2p, NCP=self.ncp, BB=kc.block, **self._flags(kc)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q1, q2 = self._shapes(x)
-        x = x.contiguous()  # NCHW: the taps of one row are adjacent pixels
-        s1 = torch.empty(x.shape[0], q1 * q1, C1P, dtype=self.dtype, device=x.device)
-        out = torch.empty(x.shape[0], self.num_classes, dtype=torch.float32, device=x.device)
+        x, q1, q2, s1, out = self._prepare(x)
         self._conv1(x, s1, q1, self.conv1_config)
         self._head(s1, out, q1, q2, self.head_config)
         return out
@@ -289,10 +290,7 @@ class FusedLeNet(nn.Module):
     def tune(self, x: torch.Tensor, iters: int = 20) -> dict:
         """Time each kernel's candidate configs on the CUDA batch x (each kernel alone, after a compiling call),
         keep the fastest, and return {kernel: {config: ms}} with the choice first."""
-        q1, q2 = self._shapes(x)
-        x = x.contiguous()
-        s1 = torch.empty(x.shape[0], q1 * q1, C1P, dtype=self.dtype, device=x.device)
-        out = torch.empty(x.shape[0], self.num_classes, dtype=torch.float32, device=x.device)
+        x, q1, q2, s1, out = self._prepare(x)
         runs = {"conv1": (CONV1_CONFIGS, lambda kc: self._conv1(x, s1, q1, kc)),
                 "head": (HEAD_CONFIGS, lambda kc: self._head(s1, out, q1, q2, kc))}
         times = {}
