@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tag}: wrote {path}{note}")
         except (ZooError, ExportError) as e:
             failed += 1
-            print(f"error: {name}: {e}", file=sys.stderr)
+            print(f"error: {e}" if name in str(e) else f"error: {name}: {e}", file=sys.stderr)  # name it once
     return 1 if failed else 0
 
 

@@ -70,6 +70,8 @@ def test_fused_lenet_refuses_what_it_cannot_run():
     if not torch.cuda.is_available():
         with pytest.raises(ZooError, match="CUDA device"):
             fused(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ZooError, match="tune times the kernels on a CUDA device"):  # even where forward() would run
+        fused.tune(torch.zeros(2, 1, 28, 28))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the compiled kernels)")

@@ -148,6 +148,9 @@ def test_safetensors_path_and_bad_file(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ZooError, match=r"notes.txt is not a zoo weights file"):
         zoo.load(tmp_path / "notes.txt")
+    for missing in (tmp_path / "model.pt", tmp_path / "sub" / "lenet5.mnist", "lenet5.mnist.onnx"):
+        with pytest.raises(ZooError, match=r"no such file"):  # a path, not an unknown-model error
+            zoo.load(missing)
 
 
 def test_shipped_manifest_entries_verify():

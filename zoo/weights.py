@@ -169,6 +169,9 @@ def load(tag_or_path: str | os.PathLike) -> nn.Module:
     elif p.is_file():
         raise ZooError(f"{p} is not a zoo weights file (.safetensors); exported models (.onnx, .pt) load with "
                        "zoo.load_exported")
+    elif p.suffix in (".pt", ".pth", ".onnx") or any(s in str(tag_or_path) for s in ("/", os.sep)):
+        # A tag never holds a path separator or a file suffix: this was meant as a file, so say that it is missing
+        raise ZooError(f"{p}: no such file (zoo.load takes a registry tag or a .safetensors file)")
     else:
         tag = resolve_tag(str(tag_or_path))
         path, meta = weights_file(tag)

@@ -290,6 +290,8 @@ class FusedLeNet(nn.Module):
     def tune(self, x: torch.Tensor, iters: int = 20) -> dict:
         """Time each kernel's candidate configs on the CUDA batch x (each kernel alone, after a compiling call),
         keep the fastest, and return {kernel: {config: ms}} with the choice first."""
+        if x.device.type != "cuda":  # it times with CUDA events; forward() alone also runs in the interpreter
+            raise ZooError(f"FusedLeNet.tune times the kernels on a CUDA device; x is on {x.device}")
         x, q1, q2, s1, out = self._prepare(x)
         runs = {"conv1": (CONV1_CONFIGS, lambda kc: self._conv1(x, s1, q1, kc)),
                 "head": (HEAD_CONFIGS, lambda kc: self._head(s1, out, q1, q2, kc))}
