@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import zoo
+import zoo.io
 from zoo import weights as W
 from zoo.errors import ZooError
 
@@ -165,13 +167,16 @@ def test_shipped_manifest_entries_verify():
 
 
 def test_atomic_write_keeps_old_file_and_no_temp_on_failure(tmp_path):
+    from zoo.io import atomic_write
+
     p = tmp_path / "m.json"
-    W.atomic_write(p, lambda t: t.write_text("old"))
+    atomic_write(p, lambda t: t.write_text("old"))
 
     def fail(t):
         t.write_text("half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="disk full"):
-        W.atomic_write(p, fail)
+    with pytest.raises(ZooError, match=r"no space left on the device holding .*m\.json"):  # one error naming it
+        atomic_write(p, fail)
     assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["m.json"]
+    assert p.stat().st_mode & 0o777 == 0o666 & ~zoo.io.UMASK  # readable by others, not mkstemp's 0600

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from .data import Augment, Loader, open_split
 from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
+from .io import atomic_write
 from .recipes import Recipe, default_recipe, get_recipe
-from .weights import atomic_write
 
 
 class NaNLossError(ZooError):

@@ -9,11 +9,9 @@ manifest (used by tests and private model stores).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,10 @@ import torch
 import torch.nn as nn
 
 from .errors import ZooError, suggest
+from .io import atomic_write, check_tag, contained, download, sha256_file, zoo_home
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 MANIFEST_FORMAT = 1
-
-
-def zoo_home() -> Path:
-    return Path(os.environ.get("ZOO_HOME", "~/.cache/zoo")).expanduser()
 
 
 def manifest_path() -> Path:
@@ -66,66 +61,13 @@ def resolve_tag(tag: str) -> str:
     return full
 
 
-def atomic_write(path: Path, write) -> None:
-    """write(tmp) beside `path`, then rename over it: readers see the old file or the new one, never a partial
-    one, and a failed write leaves no temp file behind. The temp name carries the pid, so processes writing the
-    same file (DDP ranks building one FFCV file) never share a temp file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algo).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    return file_digest(path, "sha256")
-
-
-def download(url: str, dest: Path, digest: str | None, *, algo: str = "sha256", what: str = "file",
-             progress: bool = False) -> str:
-    """Fetch url (http(s) or file://) to dest; the file appears only once its `algo` digest equals `digest`
-    (None: no published checksum, nothing to compare). Returns the file's sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    seen = {}
-
-    def fetch(tmp: Path) -> None:
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=int(src.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                           desc=f"download {dest.name}", mininterval=0.5)
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-                if bar:
-                    bar.update(len(chunk))
-            if bar:
-                bar.close()
-        got = file_digest(tmp, algo)
-        if digest is not None and got != digest:
-            raise ZooError(f"download of {url} has {algo} {got}, expected {digest}; file discarded")
-        seen["sha256"] = got if algo == "sha256" else sha256_file(tmp)
-
-    try:
-        atomic_write(dest, fetch)
-    except ZooError:
-        raise
-    except (OSError, ValueError) as e:  # network errors are OSErrors; a malformed URL is a ValueError
-        raise ZooError(f"could not download {what} from {url}: {e}") from None
-    return seen["sha256"]
-
-
 def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
     """Local path of the (hash-verified) weights file for a full tag, downloading it if needed."""
     entry = read_manifest()[tag]
-    local = [manifest_path().parent / entry["file"], zoo_home() / "weights" / entry["file"]]
+    # The manifest is data (a $ZOO_MANIFEST may come from anyone): its `file` names a file inside each store.
+    what = f"manifest entry {tag}: file"
+    local = [contained(manifest_path().parent, entry["file"], what=what),
+             contained(zoo_home() / "weights", entry["file"], what=what)]
     path = next((p for p in local if p.exists()), None)
     if path is None:
         base = os.environ.get("ZOO_WEIGHTS_URL")
@@ -221,8 +163,9 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     """
     manifest = manifest or manifest_path()
     meta = read_embedded_meta(path)
-    tag = tag or meta.get("tag") or f"{meta['model']}.{meta['dataset']}"
-    dest = manifest.parent / f"{tag}.safetensors"
+    tag = check_tag(tag or meta.get("tag") or f"{meta.get('model')}.{meta.get('dataset')}",
+                    what="--tag" if tag else f"{path}: embedded tag")
+    dest = contained(manifest.parent, f"{tag}.safetensors", what="publish tag")
     entries = read_manifest(manifest) if manifest.exists() else {}
     new_top1 = (meta.get("metrics") or {}).get("top1")
     old_top1 = (entries.get(tag, {}).get("metrics") or {}).get("top1")

@@ -31,7 +31,7 @@ def data_home() -> Path:
     env = os.environ.get("ZOO_DATA")
     if env:
         return Path(env).expanduser()
-    from ..weights import zoo_home
+    from ..io import zoo_home
 
     return zoo_home() / "data"
 

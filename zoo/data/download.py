@@ -46,7 +46,7 @@ RECORD = ".zoo-download.json"  # what was fetched, from where, with which hashes
 
 
 def download_root(dataset: str) -> Path:
-    from ..weights import zoo_home
+    from ..io import zoo_home
 
     return zoo_home() / "downloads" / dataset
 
@@ -73,8 +73,8 @@ def download(dataset: str, root: str | os.PathLike | None = None, *, mirror: str
 
 
 def _fetch_all(dataset: str, src: Source, root: Path, bases: list[str], record: dict, progress: bool) -> None:
-    from ..weights import atomic_write
-    from ..weights import download as fetch
+    from ..io import atomic_write
+    from ..io import download as fetch
 
     for name, md5 in src.files:
         if name in record:  # fetched (and unpacked) by an earlier call

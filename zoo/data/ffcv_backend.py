@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..weights import atomic_write
+from ..io import atomic_write
 
 
 class _Indexed:
