@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from zoo.io import atomic_write, make_readable
+
 __all__ = ["EXPORTED_SUFFIXES", "ExportError", "to_onnx", "to_torchscript", "verify", "load_exported", "SUPPORTED_OPSETS"]
 
 SUPPORTED_OPSETS = range(13, 22)
@@ -77,7 +79,9 @@ def _meta_props(model: nn.Module, example: torch.Tensor, meta: dict | None) -> d
 def _atomic_finish(tmp: Path, path: Path, report: dict | None) -> Path:
     if report is not None:
         report["artifact"] = path.name
-        path.with_suffix(path.suffix + ".verify.json").write_text(json.dumps(report, indent=1))
+        text = json.dumps(report, indent=1)
+        atomic_write(path.with_suffix(path.suffix + ".verify.json"), lambda t: t.write_text(text))
+    make_readable(tmp)  # mkstemp made it 0600: an export is written for others (a web server, another user) to read
     os.replace(tmp, path)
     return path
 
@@ -180,6 +184,8 @@ class Exported:
         if self.path.suffix == ".onnx":
             import onnxruntime as ort
 
+            _check_external_data(self.path)
+
             providers = ["CPUExecutionProvider"]
             if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
@@ -235,6 +241,41 @@ class Exported:
                 else torch.from_numpy(io.copy_outputs_to_cpu()[0]).to(x.device).float()
         out = self.session.run(None, {self.input_name: x.cpu().numpy()})[0]
         return torch.from_numpy(out).float().to(x.device)
+
+
+def _check_external_data(path: Path) -> None:
+    """An ONNX file may keep tensors in other files, named inside it: refuse any that would make the runtime read a
+    file outside the model's folder (an absolute path, '..', a symlink out) before ONNX Runtime opens it."""
+    import onnx
+
+    from zoo.errors import ZooError
+    from zoo.io import contained
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file at all
+        raise ExportError(f"{path}: not a readable ONNX file: {e}") from None
+    for t in _all_tensors(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), "")
+            try:
+                contained(path.parent, location, what=f"{path}: external data of tensor {t.name!r}:")
+            except ZooError as e:
+                raise ExportError(str(e)) from None
+
+
+def _all_tensors(graph):
+    """Every tensor a graph stores: initializers (dense and sparse), node attributes, and those of subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_tensors(g)
 
 
 def load_exported(path, device: str = "cpu") -> Exported:

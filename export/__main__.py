@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import zoo
     from zoo.errors import ZooError
+    from zoo.io import check_tag, contained
 
     if args.format == "onnx":
         if args.opset not in SUPPORTED_OPSETS:
@@ -86,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             batch = 1 if args.format == "torchscript" or args.batch == "dynamic" else int(args.batch)
             example = torch.zeros(batch, c, h, w)
             inputs = [] if args.no_verify else list(real_inputs(meta["dataset"], args.max_real))
+            # The file name comes from the weights' embedded tag (a file zoo may not have written): checked, and
+            # kept inside --out.
+            dest = contained(out, check_tag(meta["tag"], what=f"{name}: tag") + (".onnx" if args.format == "onnx"
+                                                                                  else ".pt"), what="--out")
             if args.format == "onnx":
                 if args.batch != "dynamic":
                     inputs = [x[: int(args.batch)] for x in inputs if len(x) >= int(args.batch)][:1]
-                path = to_onnx(model, example, out / f"{meta['tag']}.onnx", opset=args.opset,
-                               dynamic_batch=args.batch == "dynamic", fp16=args.fp16, verify=not args.no_verify,
-                               verify_inputs=inputs)
+                path = to_onnx(model, example, dest, opset=args.opset, dynamic_batch=args.batch == "dynamic",
+                               fp16=args.fp16, verify=not args.no_verify, verify_inputs=inputs)
             else:
-                path = to_torchscript(model, example, out / f"{meta['tag']}.pt", verify=not args.no_verify,
-                                      verify_inputs=inputs)
+                path = to_torchscript(model, example, dest, verify=not args.no_verify, verify_inputs=inputs)
             note = "" if args.no_verify else f" (verified: {path.name}.verify.json)"
             print(f"{tag}: wrote {path}{note}")
         except (ZooError, ExportError) as e:

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import zoo
 from export import ExportError, load_exported, to_onnx, to_torchscript
+from zoo.io import UMASK
 
 from .conftest import run_cli
 from .helpers import make_cached_split
@@ -30,6 +31,9 @@ def test_onnx_metadata_and_report(tmp_path):
     assert report["passed"] and {c["batch"] for c in report["checks"]} == {1, 256}
     run = load_exported(p)
     assert run.meta["classes"] == list("0123456789") and run.meta["input_size"] == [1, 28, 28]
+    ts = to_torchscript(m, torch.zeros(1, 1, 28, 28), tmp_path / "x.pt")
+    for f in (p, ts, tmp_path / "x.onnx.verify.json", tmp_path / "x.pt.verify.json"):  # for others to read
+        assert f.stat().st_mode & 0o777 == 0o666 & ~UMASK, f
 
 
 def test_any_module_torchvision(tmp_path):

@@ -137,7 +137,15 @@ def read_embedded_meta(path: Path) -> dict[str, Any]:
         raise ZooError(f"{path} is not a readable safetensors file: {e}") from None
     if not raw:
         raise ZooError(f"{path} has no zoo metadata; it was not written by zoo")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ZooError(f"{path}: its zoo metadata is not valid JSON ({e}); refused") from None
+    if not isinstance(meta, dict):
+        raise ZooError(f"{path}: its zoo metadata is not a JSON object; refused")
+    if "tag" in meta:  # it becomes file and folder names (exports, reports, publish): the registry grammar only
+        check_tag(meta["tag"], what=f"{path}: embedded tag")
+    return meta
 
 
 def save_weights(model: nn.Module, path: Path, meta: dict[str, Any], *, fp16: bool = False) -> dict[str, Any]:
