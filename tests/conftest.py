@@ -62,3 +62,17 @@ def run_cli(*args, env=None, check=True, timeout=600) -> subprocess.CompletedPro
     if check and p.returncode != 0:
         raise AssertionError(f"{args} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
+
+
+@pytest.fixture
+def local_http(monkeypatch):
+    """A tests.helpers.LocalHTTP server on 127.0.0.1 for one test (add handlers to `.routes`); proxies are bypassed
+    for 127.0.0.1 so no request leaves the machine."""
+    from .helpers import LocalHTTP
+
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with LocalHTTP({}) as server:
+        yield server

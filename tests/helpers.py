@@ -128,3 +128,83 @@ def make_cached_split(dataset: str, n=512, size=32, chans=3, split="train", num_
     (d / "meta.json").write_text(json.dumps(meta))
     return open_split(dataset, split)
 
+
+
+class LocalHTTP:
+    """Serve test responses from 127.0.0.1 (port 0: the OS picks a free one), one handler per path.
+
+    A handler gets the request handler `h` and writes the whole response itself (status, headers, body), so a test
+    can send any mix of Content-Length, chunked encoding, short or slow bodies. Serving stops when the `with`
+    block ends; each connection times out after 5 s and the threads are daemons, so nothing outlives a test."""
+
+    def __init__(self, routes: dict):
+        import http.server
+        import threading
+
+        self.routes = routes
+        routes_ = self.routes  # read at request time: a test may add routes while serving
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # chunked transfer encoding needs 1.1
+            timeout = 5
+
+            def do_GET(self):
+                route = routes_.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                try:
+                    route(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (a cap or a deadline): expected in these tests
+
+            def log_message(self, *args):  # keep pytest's output clean
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a client gone mid-response is no error here
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def __enter__(self) -> LocalHTTP:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def http_body(data: bytes, *, length: int | None | str = "auto", chunked: bool = False, piece: int = 1 << 16,
+              pause: float = 0.0):
+    """A LocalHTTP handler sending `data` in `piece`-byte writes, `pause` seconds apart. `length`: the
+    Content-Length to announce ("auto": the true one; None: none, the end is the connection's close unless
+    `chunked`)."""
+    import time
+
+    def route(h) -> None:
+        h.send_response(200)
+        if chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        elif length is not None:
+            h.send_header("Content-Length", str(len(data) if length == "auto" else length))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        for i in range(0, len(data), piece):
+            part = data[i:i + piece]
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            h.wfile.flush()
+            if pause:
+                time.sleep(pause)
+        if chunked:
+            h.wfile.write(b"0\r\n\r\n")
+
+    return route

@@ -129,6 +129,34 @@ def test_download_from_file_url(store, tmp_path, zoo_home):
     assert not list((zoo_home / "weights").iterdir())  # nothing half-written left, temp files included
 
 
+
+def test_download_over_http_refuses_a_cut_body(store, local_http, zoo_home):
+    # The manifest's URL on a local server; a body cut short is refused (and its hash never even compared), nothing
+    # is left in the weights folder; the whole body is then installed after the sha256 check.
+    from .helpers import http_body
+
+    _, manifest = store
+    f = manifest.parent / "lenet5.mnist.safetensors"
+    data = f.read_bytes()
+    f.unlink()
+    local_http.routes["/cut"] = http_body(data[:-10], length=len(data))
+    local_http.routes["/w"] = http_body(data, length=None)  # no Content-Length: read to the connection's close
+    entries = json.loads(manifest.read_text())
+    weights = zoo_home / "weights"
+    for path in ("/cut", "/w"):
+        entries["weights"]["lenet5.mnist"]["url"] = local_http.url(path)
+        manifest.write_text(json.dumps(entries))
+        if path == "/cut":
+            with pytest.raises(ZooError, match=rf"could not download weights from {local_http.url(path)} to "
+                                               rf"{weights / f.name}: the body has {len(data) - 10} bytes but "
+                                               rf"Content-Length announced {len(data)}"):
+                zoo.load("lenet5.mnist")
+            assert not weights.exists() or not list(weights.iterdir())
+        else:
+            assert zoo.load("lenet5.mnist").zoo_meta["tag"] == "lenet5.mnist"
+            assert (weights / f.name).read_bytes() == data and sorted(p.name for p in weights.iterdir()) == [f.name]
+    (weights / f.name).unlink()  # the session's weights folder is shared with other tests
+
 def test_unknown_tags(store):
     with pytest.raises(ZooError, match="lenet5"):
         zoo.load("lenet6")
