@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +22,25 @@ from .errors import ZooError
 
 # What a tag may be wherever it becomes a file name: `name.dataset` with an optional `-labels` suffix, each part
 # letters, digits and underscores (no separators, no dots beyond the one, no leading dash).
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*\.[A-Za-z0-9][A-Za-z0-9_]*(-[A-Za-z0-9][A-Za-z0-9_]*)?")
+_PART = r"[A-Za-z0-9][A-Za-z0-9_]*"
+TAG_RE = re.compile(rf"{_PART}\.{_PART}(-{_PART})?")
 # Temp names this module (and the cache) create; a later run holding the lock removes leftovers of a killed one.
 TEMP_MARKERS = (".tmp", ".old-", ".unpack-")
 
 
 def zoo_home() -> Path:
     return Path(os.environ.get("ZOO_HOME", "~/.cache/zoo")).expanduser()
+
+
+NAME_RE = re.compile(_PART)
+
+
+def check_name(name: str, *, what: str) -> str:
+    """`name` unchanged if it can be one part of a tag and one folder name (a dataset, a split): letters, digits and
+    underscores, not starting with '_'. Anything else (a '/', '..', a '.') is one ZooError naming `what`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ZooError(f"{what} {name!r} is not a valid name (letters, digits and underscores)")
+    return name
 
 
 def check_tag(tag: str, *, what: str = "tag") -> str:
@@ -138,35 +151,118 @@ def sha256_file(path: Path) -> str:
 
 
 def download(url: str, dest: Path, digest: str | None, *, algo: str = "sha256", what: str = "file",
-             progress: bool = False) -> str:
+             progress: bool = False, max_bytes: int | None = 4 << 30, deadline: float | None = None,
+             timeout: float = 60.0) -> str:
     """Fetch url (http(s) or file://) to dest; the file appears only once its `algo` digest equals `digest`
-    (None: no published checksum, nothing to compare). Returns the file's sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    (None: no published checksum, nothing to compare). Returns the file's sha256.
+
+    Limits, each a refusal rather than a file kept: `max_bytes` caps the body (None: no cap; the default 4 GiB is
+    above every file zoo knows, callers that know the size pass a tighter one): a server that announces more is
+    refused before the body is read, and one that sends more is cut off as soon as it passes the cap. `deadline`
+    bounds the whole transfer in seconds, connection included (default: `$ZOO_DOWNLOAD_DEADLINE`, else 4 hours,
+    enough for STL-10's 2.6 GB at 200 kB/s; the variable is for slower links, where no caller can pass a value),
+    while `timeout` bounds each wait for data. A body shorter than its Content-Length is refused even without a
+    digest: a connection cut short is not a file. Without Content-Length the body is read to its end (the progress
+    bar has no total). On any failure nothing is left (no temp file; `dest` keeps its old content if it had one)
+    and the one ZooError names `url` and `dest`."""
+    import http.client
+    import time
+
+    if deadline is None:
+        env = os.environ.get("ZOO_DOWNLOAD_DEADLINE", "")
+        try:
+            deadline = float(env) if env.strip() else 4 * 3600.0
+        except ValueError:
+            raise ZooError(f"ZOO_DOWNLOAD_DEADLINE={env!r} is not a number of seconds") from None
+    if not deadline > 0:  # also catches NaN
+        raise ZooError(f"download deadline {deadline!r} is not a positive number of seconds")
+    end = time.monotonic() + deadline
+    dest = Path(dest)
+    where = f"{what} from {url} to {dest}"
     seen = {}
 
+    def failed(why: object) -> ZooError:
+        return ZooError(f"could not download {where}: {why}; nothing kept")
+
+    def late(got: int) -> ZooError:
+        return failed(f"not finished within the {deadline:g} s deadline ({got} bytes received; "
+                      "set ZOO_DOWNLOAD_DEADLINE to allow longer)")
+
     def fetch(tmp: Path) -> None:
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
+        # The socket timeout is fixed when the connection opens, so it is also clipped to the deadline: a read
+        # blocks at most that long and the deadline is checked between reads (overshoot <= min(timeout, deadline)).
+        try:
+            src = urllib.request.urlopen(url, timeout=min(timeout, deadline))
+        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError/HTTPError are OSErrors
+            # A plain URLError only wraps the cause (refused, unknown host, timeout); HTTPError says the status.
+            reason = e.reason if type(e) is urllib.error.URLError else e
+            if isinstance(reason, TimeoutError):
+                raise (late(0) if time.monotonic() > end else
+                       failed(f"no answer within {min(timeout, deadline):g} s")) from None
+            raise failed(reason) from None
+        with src, open(tmp, "wb") as out:
+            header = src.headers.get("Content-Length")
+            try:
+                expected = int(header) if header is not None else None
+            except ValueError:
+                expected = -1
+            if expected is not None and expected < 0:
+                raise failed(f"malformed Content-Length {header!r}")
+            if max_bytes is not None and expected is not None and expected > max_bytes:
+                raise failed(f"the server announces {expected} bytes, more than the {max_bytes}-byte cap")
+            h = hashlib.new(algo)
+            h256 = h if algo == "sha256" else hashlib.sha256()
             bar = None
             if progress:
                 from tqdm import tqdm
 
-                bar = tqdm(total=int(src.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                           desc=f"download {dest.name}", mininterval=0.5)
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-                if bar:
-                    bar.update(len(chunk))
-            if bar:
-                bar.close()
-        got = file_digest(tmp, algo)
-        if digest is not None and got != digest:
-            raise ZooError(f"download of {url} has {algo} {got}, expected {digest}; file discarded")
-        seen["sha256"] = got if algo == "sha256" else sha256_file(tmp)
+                bar = tqdm(total=expected or None, unit="B", unit_scale=True, desc=f"download {dest.name}",
+                           mininterval=0.5)
+            got = 0
+            try:
+                while True:
+                    if time.monotonic() > end:
+                        raise late(got)
+                    # Ask for one byte past the cap at most, so an oversized body stops right there; read1 returns
+                    # whatever one socket read brings, so a trickling server cannot hold a 1 MiB read past the
+                    # deadline.
+                    want = 1 << 20 if max_bytes is None else min(1 << 20, max_bytes - got + 1)
+                    try:
+                        chunk = src.read1(want)
+                    except TimeoutError:
+                        raise (late(got) if time.monotonic() > end else
+                               failed(f"no data for {min(timeout, deadline):g} s after {got} bytes")) from None
+                    except (OSError, http.client.HTTPException) as e:  # a reset, a malformed chunk
+                        raise failed(f"{e!r} after {got} bytes") from None
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    if max_bytes is not None and got > max_bytes:
+                        raise failed(f"the body passes the {max_bytes}-byte cap; stopped")
+                    try:
+                        out.write(chunk)
+                    except OSError as e:
+                        raise ZooError(f"{disk_error(e, dest)} (downloading {url})") from None
+                    h.update(chunk)
+                    if h256 is not h:
+                        h256.update(chunk)
+                    if bar is not None:  # not `if bar`: a tqdm without a total has no truth value
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+            if expected is not None and got != expected:
+                raise failed(f"the body has {got} bytes but Content-Length announced {expected} "
+                             "(connection cut short)")
+        if digest is not None and h.hexdigest() != digest:
+            raise ZooError(f"download of {url} to {dest} has {algo} {h.hexdigest()}, expected {digest}; "
+                           "file discarded")
+        seen["sha256"] = h256.hexdigest()
 
     try:
         atomic_write(dest, fetch)
     except ZooError:
         raise
-    except (OSError, ValueError) as e:  # network errors are OSErrors; a malformed URL is a ValueError
-        raise ZooError(f"could not download {what} from {url}: {e}") from None
+    except (OSError, ValueError) as e:  # anything the handlers above did not name (a closing failure, say)
+        raise failed(e) from None
     return seen["sha256"]

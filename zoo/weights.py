@@ -78,7 +78,11 @@ def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
                 f"(looked in {local[0].parent} and {local[1].parent}; set ZOO_WEIGHTS_URL to a mirror)"
             )
         path = local[1]
-        download(url, path, entry["sha256"], what="weights")
+        # The manifest declares the size: a server sending more is cut off there (1 MiB slack for a re-encoded file
+        # is not needed: the sha256 must match anyway, so the cap only stops an endless body early).
+        size = entry.get("size")
+        download(url, path, entry["sha256"], what="weights",
+                 max_bytes=size + (1 << 20) if isinstance(size, int) and size > 0 else 4 << 30)
     got = sha256_file(path)
     if got != entry["sha256"]:
         raise ZooError(
