@@ -78,8 +78,8 @@ def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
                 f"(looked in {local[0].parent} and {local[1].parent}; set ZOO_WEIGHTS_URL to a mirror)"
             )
         path = local[1]
-        # The manifest declares the size: a server sending more is cut off there (1 MiB slack for a re-encoded file
-        # is not needed: the sha256 must match anyway, so the cap only stops an endless body early).
+        # The manifest declares the size: a server sending more is cut off just past it (the sha256 check would
+        # refuse such a file anyway; the cap stops an endless body before it fills the disk).
         size = entry.get("size")
         download(url, path, entry["sha256"], what="weights",
                  max_bytes=size + (1 << 20) if isinstance(size, int) and size > 0 else 4 << 30)
