@@ -37,7 +37,8 @@ def store(tmp_path, monkeypatch):
 
 def test_load_roundtrip_with_metadata(store):
     model, manifest = store
-    loaded = zoo.load("lenet5")  # bare name -> default dataset (mnist)
+    with pytest.warns(UserWarning, match="means 'lenet5.mnist'"):
+        loaded = zoo.load("lenet5")  # bare name -> default dataset (mnist), and it says so
     assert not loaded.training
     assert loaded.zoo_meta["classes"] == [str(i) for i in range(10)]
     assert loaded.zoo_meta["sha256"] == W.sha256_file(manifest.parent / "lenet5.mnist.safetensors")
@@ -58,7 +59,10 @@ def test_preprocess_same_pixels_from_pil_array_and_tensor():
     gray_meta = {"input_size": [1, 28, 28], "mean": [0.13], "std": [0.31]}
     rgb_meta = {"input_size": [3, 32, 32], "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.24, 0.26]}
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # the quick start (a colour image for a colour model): no warning
+        zoo.preprocess_for(rgb_meta)(Image.fromarray(rgba, "RGBA"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # colour <-> gray conversions warn: test_preprocess_warns_once covers it
         for meta, pil in ((gray_meta, Image.fromarray(rgba[..., :3])), (rgb_meta, Image.fromarray(rgba, "RGBA")),
                           (rgb_meta, Image.fromarray(rgba[..., 0]))):
             pre = zoo.preprocess_for(meta)
@@ -68,6 +72,80 @@ def test_preprocess_same_pixels_from_pil_array_and_tensor():
             for other in (src, torch.from_numpy(src)):
                 # PIL rounds luma to uint8; the array path keeps it in float: within one grey level.
                 torch.testing.assert_close(pre(other), ref, atol=1 / 255 / min(meta["std"]), rtol=0)
+
+
+def test_preprocess_takes_paths_lists_tags_and_files(store, tmp_path):
+    """preprocess_for takes a model, tag, .safetensors file or exported model; the result takes a PIL image, an
+    array, a uint8 tensor, a path or a list of these (one batch)."""
+    from PIL import Image
+
+    model, manifest = store
+    img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "digit.png")
+    pre = zoo.preprocess_for("lenet5.mnist")
+    one = pre(img)
+    assert one.shape == (1, 1, 28, 28)
+    torch.testing.assert_close(pre(tmp_path / "digit.png"), one)
+    torch.testing.assert_close(pre(str(tmp_path / "digit.png")), one)
+    batch = pre([img, torch.from_numpy(img), Image.fromarray(img), tmp_path / "digit.png"])
+    assert batch.shape == (4, 1, 28, 28) and all(torch.equal(b, one[0]) for b in batch)
+    for source in (manifest.parent / "lenet5.mnist.safetensors", zoo.load("lenet5.mnist")):
+        torch.testing.assert_close(zoo.preprocess_for(source)(img), one)
+    assert "lenet5.mnist: 1x28x28" in repr(pre)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("picture.png", r"preprocess_for\('picture.png'\): takes a model, a tag or a .safetensors file"),
+    ("dir/x", r"preprocess_for\('dir/x'\): takes a model"),
+    (["a.png"], "a list carries no zoo metadata"),
+    (object(), "a object carries no zoo metadata"),
+    ("lenet6", "unknown model 'lenet6'"),
+    ("lenet5.nope", "no trained weights for 'lenet5.nope'"),
+    ("missing.safetensors", "missing.safetensors: no such weights file"),
+])
+def test_preprocess_for_bad_sources_are_one_error(bad, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "picture.png").write_bytes(b"")
+    with pytest.raises(ZooError, match=match):
+        zoo.preprocess_for(bad)
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((28, 28), np.float32), "float32 pixels; expected uint8"),
+    (torch.zeros(3, 28, 28, dtype=torch.uint8), r"C x H x W tensor: pass .permute\(1, 2, 0\)"),
+    ([], "the list of images is empty"),
+    ("nope.png", "nope.png: no such image file"),
+    (5, "image is a int; expected a PIL image"),
+])
+def test_preprocess_bad_images_are_one_error(image, match, tmp_path):
+    pre = zoo.preprocess_for({"input_size": [1, 28, 28], "mean": [0.1], "std": [0.3]})
+    with pytest.raises(ZooError, match=match):
+        pre(image)
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ZooError, match="junk.png: not a readable image"):
+        pre(tmp_path / "junk.png")
+
+
+def test_preprocess_warns_once_for_colour_gray_and_far_off_sizes():
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    gray_as_rgb = np.repeat(colour[..., :1], 3, axis=2)
+    pre = zoo.preprocess_for({"input_size": [1, 28, 28], "mean": [0.1], "std": [0.3]})
+    pre(gray_as_rgb)  # a grayscale image stored as RGB is not a colour photo: no warning
+    with pytest.warns(UserWarning, match="a colour image is converted to grayscale") as rec:
+        pre(colour), pre(colour)
+    assert len(rec) == 1  # once per Preprocess
+    rgb = zoo.preprocess_for({"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3})
+    with pytest.warns(UserWarning, match="a grayscale image is replicated to RGB"):
+        rgb(colour[..., 0])
+    with pytest.warns(UserWarning, match="a 1024x768 image is resized to 32x32") as rec:
+        rgb(np.zeros((1024, 768, 3), np.uint8)), rgb(np.zeros((1024, 768, 3), np.uint8))
+    assert len(rec) == 1
+
+
+def test_bare_name_says_which_dataset_it_chose(store):
+    with pytest.warns(UserWarning, match=r"'lenet5' means 'lenet5\.mnist' \(the model's default dataset"):
+        zoo.load("lenet5")
 
 
 def test_publish_replaces_an_entry_only_with_better_weights(store, tmp_path, capsys):

@@ -12,33 +12,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .engine import train
 from .errors import ZooError
+from .evaluation import evaluate
 from .registry import create_model, list_models, register_model
 from .transforms import Preprocess, preprocess_for
 from .weights import list_pretrained, load
 
 
-def train(*args, **kwargs):
-    from .engine import train as _train
-
-    return _train(*args, **kwargs)
-
-
-train.__doc__ = "See zoo.engine.train."
-
-
-def evaluate(*args, **kwargs):
-    from .evaluation import evaluate as _evaluate
-
-    return _evaluate(*args, **kwargs)
-
-
-evaluate.__doc__ = "See zoo.evaluation.evaluate."
-
-
 def load_exported(path, device: str = "cpu"):
-    """An ONNX Runtime session (IOBinding on CUDA) or TorchScript module as a callable, with its metadata."""
-    from export import load_exported as _load
+    """Open an exported model (`.onnx` through ONNX Runtime, with IOBinding on CUDA; `.pt` as TorchScript) as a
+    callable: float NCHW tensor -> logits tensor; `.meta` has its classes, mean/std and input size.
+
+    A TorchScript file is code (torch.jit.load runs it): open only files you trust; see SECURITY.md.
+    """
+    from export import load_exported as _load  # export builds on zoo: imported here, not at zoo's import
 
     return _load(path, device)
 

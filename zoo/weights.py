@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ def resolve_tag(tag: str) -> str:
     if name not in list_models():
         default_dataset(name)  # raises the unknown-model error with suggestions
     full = f"{name}.{dataset or default_dataset(name)}"
+    if not dataset:  # a bare name picks a dataset: say which, so nobody evaluates MNIST weights thinking of CIFAR
+        others = sorted(t for t in read_manifest() if t.startswith(f"{name}.") and t != full)
+        warnings.warn(f"{name!r} means {full!r} (the model's default dataset"
+                      + (f"; also trained: {', '.join(others)}" if others else "") + "); pass the full tag to choose",
+                      UserWarning, stacklevel=3)
     entries = read_manifest()
     if full not in entries:
         raise ZooError(f"no trained weights for {full!r}; {suggest(full, entries, 'available weights')}")
