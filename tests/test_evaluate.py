@@ -72,11 +72,19 @@ def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
         exported = zoo.evaluate(f, "evalgen", batch_size=128)  # an exported file runs on its own runtime
         assert exported.backend == ("onnxruntime" if f.suffix == ".onnx" else "torchscript")
         np.testing.assert_allclose(exported.logits, r.logits, atol=1e-4)
-    tta = zoo.evaluate(model, "evalgen", tta=True)
-    assert tta.tta and tta.num_samples == 300 and r.top1_flip_tta is None
-    both = zoo.evaluate(model, "evalgen", report_flip_tta=True)  # single-view metrics + the TTA top-1, one pass
-    assert both.top1 == r.top1 and both.top1_flip_tta == pytest.approx(tta.top1)
-    np.testing.assert_allclose(both.logits, r.logits)
+    tta = zoo.evaluate(model, "evalgen", tta=True)  # single-view metrics + the flip-TTA top-1, one pass
+    assert tta.tta and not r.tta and r.top1_flip_tta is None
+    assert tta.top1 == r.top1 and tta.confusion == r.confusion and tta.loss == r.loss  # top1 is never the TTA one
+    np.testing.assert_allclose(tta.logits, r.logits)
+
+    class Mirrored(torch.nn.Module):  # the model on each image's mirror: the second view TTA averages in
+        def forward(self, x):
+            return model(x.flip(3))
+
+    mirrored = zoo.evaluate(Mirrored(), "evalgen")
+    want = float((((r.logits + mirrored.logits) / 2).argmax(1) == gen_test.labels).mean())
+    assert tta.top1_flip_tta == pytest.approx(want, abs=1e-12)
+    assert f"flip-TTA top-1 {want * 100:.2f}%" in tta.summary() and "TTA" not in r.summary()
 
 
 def test_evaluate_errors(gen_test, tmp_path):
@@ -127,8 +135,8 @@ def test_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     files = report.write_report(tmp_path / "r", "t", sections, {"a": 1}, {"figures/x.png": b"png"})
     assert (tmp_path / "r" / "figures" / "x.png").read_bytes() == b"png"
     assert json.loads(files["json"].read_text()) == {"a": 1} and "<p>text</p>" in files["html"].read_text()
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["figures", "report.html", "report.json",
-                                                                   "report.md"]  # no staging folder left
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".report-files.json", "figures", "report.html",
+                                                                   "report.json", "report.md"]  # no staging folder
     real = Path.write_bytes
 
     def fail_on_html(self, data):
@@ -140,3 +148,133 @@ def test_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         report.write_report(tmp_path / "s", "t", sections, {"a": 1}, {"figures/x.png": b"png"})
     assert list((tmp_path / "s").iterdir()) == []  # neither figures nor a partial report
+
+
+def test_report_replaces_an_earlier_report_whole(tmp_path, monkeypatch):
+    """No figure of an earlier report survives beside a new one (e.g. a compare report's t-SNE under an ONNX file's
+    report); files that are not the report's (a run, exported models) stay; a failed rewrite keeps the old report."""
+    from zoo import report
+
+    out = tmp_path / "r"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "05_t_SNE.png").write_bytes(b"stale")  # from a report written before the file list existed
+    (out / "report.json").write_text("{}")
+    (out / "model.onnx").write_bytes(b"not the report's")
+    (out / "run").mkdir()
+    (out / "run" / "model.safetensors").write_bytes(b"weights")
+    sections = [("Summary", "text", "<p>text</p>")]
+    report.write_report(out, "t", sections, {"a": 1}, {"figures/00_confusion.png": b"png", "curves.png": b"c"})
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["00_confusion.png"]
+    assert (out / "curves.png").read_bytes() == b"c"
+    report.write_report(out, "t", sections, {"a": 2}, {"figures/01_per_class.png": b"png2"})
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["01_per_class.png"]
+    assert not (out / "curves.png").exists()  # written by the earlier report only (its file list says so)
+    assert (out / "model.onnx").read_bytes() == b"not the report's"
+    assert (out / "run" / "model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in out.iterdir()) == [".report-files.json", "figures", "model.onnx", "report.html",
+                                                     "report.json", "report.md", "run"]  # no staging folder left
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = Path.write_bytes
+
+    def fail_on_html(self, data):
+        if self.name == "report.html":
+            raise OSError("disk full")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fail_on_html)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(out, "t", sections, {"a": 3}, {"figures/02_new.png": b"png3"})
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (tmp_path / "outside").write_bytes(b"x")
+    (out / ".report-files.json").write_text(json.dumps(["..", "../outside", str(tmp_path / "outside")]))
+    monkeypatch.setattr(Path, "write_bytes", real)
+    report.write_report(out, "t", sections, {"a": 4})  # a damaged file list never reaches outside the folder
+    assert (tmp_path / "outside").read_bytes() == b"x" and (out / "run" / "model.safetensors").exists()
+
+
+def test_report_folder_per_source_and_replacement_note(tmp_path):
+    from zoo.report import default_report_dir, replaced_note, write_report
+
+    assert default_report_dir("lenet5.cifar10", "lenet5.cifar10") == Path("reports/lenet5.cifar10")
+    assert default_report_dir("lenet5.cifar10", "art/lenet5.cifar10.onnx") == Path("reports/lenet5.cifar10-onnx")
+    assert default_report_dir("lenet5.cifar10", Path("a/lenet5.cifar10.pt")) == Path("reports/lenet5.cifar10-torchscript")
+    assert default_report_dir("lenet5.mnist", "runs/x/model.safetensors") == Path("reports/lenet5.mnist-safetensors")
+    tag = {"model": "lenet5.cifar10", "backends": ["torch", "onnxruntime"]}
+    assert replaced_note(tmp_path / "new", tag) is None  # nothing there
+    write_report(tmp_path / "r", "t", [], {"source": tag, "results": []})
+    assert replaced_note(tmp_path / "r", tag) is None  # the same source: a refresh
+    note = replaced_note(tmp_path / "r", {"model": "a/lenet5.cifar10.onnx", "backends": ["onnxruntime"]})
+    assert note == f"note: replaced the report of lenet5.cifar10 (torch, onnxruntime) in {tmp_path / 'r'}; " \
+                   "use --out to keep both"
+    write_report(tmp_path / "old", "t", [], {"results": []})  # written before reports recorded their source
+    assert "does not record what it evaluated" in replaced_note(tmp_path / "old", tag)
+
+
+def test_flip_tta_is_refused_for_digits(data_home, capsys):
+    """A mirrored digit is another symbol: flip TTA on MNIST printed 85.84% for a 99.44% model. Refused, before the
+    model is even loaded, in Python and on the command line (rc 2, no number printed)."""
+    from zoo.cli import main
+
+    make_cached_split("mnist", n=40, size=28, chans=1, split="test")
+    msg = r"tta=True \(--tta\): mnist's labels change under a horizontal flip"
+    with pytest.raises(ZooError, match=msg):
+        zoo.evaluate("missing.safetensors", "mnist", tta=True)  # not "does not exist": refused first
+    make_cached_split("digits1", n=40, size=28, chans=1, split="test")  # unknown grayscale datasets: no flips
+    with pytest.raises(ZooError, match=r"tta=True \(--tta\): digits1's labels"):
+        zoo.evaluate(zoo.create_model("mlp2"), "digits1", tta=True)
+    assert main(["eval", "lenet5.mnist", "--tta", "--out", str(data_home / "rep")]) == 2
+    out, err = capsys.readouterr()
+    assert "error: tta=True (--tta): mnist's labels" in err and "top-1" not in out
+    assert not (data_home / "rep").exists()
+
+
+def test_tta_is_labelled_in_every_report_format(gen_test, tmp_path):
+    from zoo.report import TTA_NOTE, eval_report
+
+    torch.manual_seed(0)
+    model = zoo.create_model("mlp2", dataset="cifar10")
+    r = zoo.evaluate(model, "evalgen", tta=True, batch_size=128)
+    files = eval_report([r], tmp_path / "rep")
+    res = json.loads(files["json"].read_text())["results"][0]
+    assert res["top1"] == r.top1 and res["top1_flip_tta"] == r.top1_flip_tta and res["tta"] is True
+    md, page = files["md"].read_text(), files["html"].read_text()
+    assert "| flip-TTA top1 |" in md and f"| {r.top1_flip_tta:.4f} |" in md and TTA_NOTE in md
+    assert "<th>flip-TTA top1</th>" in page and "flip-TTA top1: top-1 of each image" in page
+    plain = eval_report([zoo.evaluate(model, "evalgen", batch_size=128)], tmp_path / "plain")
+    assert "flip-TTA" not in plain["md"].read_text() and "flip-TTA" not in plain["html"].read_text()
+
+
+def test_nonfinite_weights_warn_and_are_flagged(gen_test, tmp_path):
+    """NaN weights make every logit NaN and every prediction class 0: a plausible-looking ~10%, never silently."""
+    import warnings
+
+    from export import to_onnx
+    from zoo.report import eval_report
+
+    model = zoo.create_model("lenet5_bn", dataset="cifar10").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy model: no warning
+        ok = zoo.evaluate(model, "evalgen", batch_size=128)
+    assert ok.nonfinite_weights == [] and ok.nonfinite_logits == 0 and ok.problems == []
+    with torch.no_grad():
+        model.features[0][0].weight[0, 0, 0, 0] = float("nan")
+        model.fc.bias[1] = float("inf")
+    model.features[0][1].running_var[0] = float("nan")  # a buffer counts too
+    with pytest.warns(RuntimeWarning) as caught:
+        r = zoo.evaluate(model, "evalgen", batch_size=128)
+    assert len(caught) == 1  # once per evaluation, however many tensors
+    text = str(caught[0].message)
+    assert text.startswith("zoo.evaluate(lenet5_bn on evalgen/test): 3 parameter/buffer tensors of lenet5_bn hold "
+                           "NaN or Inf (features.0.0.weight, fc.bias, features.0.1.running_var)")
+    assert r.nonfinite_weights == ["features.0.0.weight", "fc.bias", "features.0.1.running_var"] and r.nonfinite_logits == 300
+    assert "WARNING: 3 parameter/buffer tensors of lenet5_bn hold NaN or Inf" in r.summary()
+    files = eval_report([r], tmp_path / "rep")
+    res = json.loads(files["json"].read_text())["results"][0]
+    assert res["nonfinite_weights"] == r.nonfinite_weights and res["nonfinite_logits"] == 300
+    md, page = files["md"].read_text(), files["html"].read_text()
+    assert md.index("## Warnings") < md.index("## Summary") and "**WARNING**: torch: 3 parameter/buffer" in md
+    assert "<li><b>WARNING</b>: torch: 3 parameter/buffer tensors" in page
+    onnx = to_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "nan.onnx", verify=False)
+    with pytest.warns(RuntimeWarning, match="hold NaN or Inf"):
+        exported = zoo.evaluate(onnx, "evalgen", batch_size=128)  # an exported file's initializers are checked
+    assert exported.nonfinite_weights and exported.nonfinite_logits == 300

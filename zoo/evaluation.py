@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,13 @@ class EvalResult:
     weighted: dict[str, float]
     misclassified: list[dict[str, Any]]
     throughput: dict[str, float]
-    tta: bool = False
+    tta: bool = False  # whether `top1_flip_tta` was measured; it never changes `top1` or any other figure
     labels: str = "fine"  # the label set (CIFAR-100: fine or coarse)
-    top1_flip_tta: float | None = None  # with report_flip_tta=True: top-1 of the flip-averaged logits
+    top1_flip_tta: float | None = None  # with tta=True: top-1 of the image's and its mirror's averaged logits
+    # Names of parameters/buffers holding NaN or Inf, and the number of images whose logits did: a broken model's
+    # argmax is class 0 everywhere, which would print as a plausible 9.80% on a 10-class test set.
+    nonfinite_weights: list[str] = field(default_factory=list)
+    nonfinite_logits: int = 0
     logits: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -63,17 +68,58 @@ class EvalResult:
     def save_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=1))
 
+    @property
+    def problems(self) -> list[str]:
+        """What makes these numbers untrustworthy, one sentence each (empty: nothing known)."""
+        out = []
+        if self.nonfinite_weights:
+            names = ", ".join(self.nonfinite_weights[:5]) + (", ..." if len(self.nonfinite_weights) > 5 else "")
+            out.append(f"{len(self.nonfinite_weights)} parameter/buffer tensors of {self.model} hold NaN or Inf "
+                       f"({names}): its figures cannot be trusted")
+        if self.nonfinite_logits:
+            out.append(f"the logits of {self.nonfinite_logits} of {self.num_samples} images are NaN or Inf")
+        return out
+
     def summary(self) -> str:
         t5 = f"  top-5 {self.top5 * 100:.2f}%" if self.top5 is not None else ""
+        # Labelled as its own figure: flip TTA never stands in for the plain top-1.
+        tta = f"  flip-TTA top-1 {self.top1_flip_tta * 100:.2f}%" if self.top1_flip_tta is not None else ""
         tp = self.throughput
+        warn = "".join(f"\n  WARNING: {p}" for p in self.problems)
         return (f"{self.model} on {self.dataset}/{self.split} [{self.backend}, {self.device}]: "
-                f"top-1 {self.top1 * 100:.2f}%{t5}  loss {self.loss:.4f}  macro-F1 {self.macro['f1'] * 100:.2f}%  "
+                f"top-1 {self.top1 * 100:.2f}%{t5}{tta}  loss {self.loss:.4f}  "
+                f"macro-F1 {self.macro['f1'] * 100:.2f}%  "
                 f"{tp['images_per_s']:.0f} img/s (batch {tp['batch_size']}, p50 {tp['latency_p50_ms']:.2f} ms, "
-                f"p95 {tp['latency_p95_ms']:.2f} ms)")
+                f"p95 {tp['latency_p95_ms']:.2f} ms){warn}")
+
+
+def nonfinite_tensors(model_or_runner) -> list[str]:
+    """Names of the float parameters and buffers holding NaN or Inf: of an nn.Module (also TorchScript), of an
+    exported TorchScript file's module, or of an exported ONNX file's initializers."""
+    module = model_or_runner if isinstance(model_or_runner, nn.Module) else getattr(model_or_runner, "module", None)
+    if isinstance(module, nn.Module):  # torch.jit.ScriptModule is one too
+        named = [*module.named_parameters(), *module.named_buffers()]
+        return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    path = getattr(model_or_runner, "path", None)
+    if path is not None and Path(path).suffix == ".onnx" and Path(path).exists():
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:  # the logits check below still catches a model that outputs NaN
+            return []
+        graph = onnx.load(str(path)).graph
+        out = []
+        for init in graph.initializer:
+            a = numpy_helper.to_array(init)
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                out.append(init.name)
+        return out
+    return []
 
 
 def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
-    """A callable: float NCHW batch (on `device`) -> logits tensor. Also returns the model's name and meta."""
+    """A callable: float NCHW batch (on `device`) -> logits tensor. Also returns the model's name, its meta and
+    the names of its non-finite parameters/buffers (checked on what runs: the module, or the exported file)."""
     from .weights import load
 
     if isinstance(model_or_path, (str, os.PathLike)):
@@ -82,14 +128,15 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
 
         if p.suffix in EXPORTED_SUFFIXES:
             fn = load_exported(p, device=device)
-            return fn, fn.meta.get("tag", p.stem), fn.meta
+            return fn, fn.meta.get("tag", p.stem), fn.meta, nonfinite_tensors(fn)
         model_or_path = load(model_or_path)
     model: nn.Module = model_or_path
     meta = getattr(model, "zoo_meta", {})
     name = meta.get("tag") or getattr(model, "zoo_name", type(model).__name__)
     model = model.eval().to(device)
+    bad = nonfinite_tensors(model)  # before export: the temporary artifact below is gone once loaded
     if backend == "torch":
-        return model, name, meta
+        return model, name, meta, bad
     from export import load_exported, to_onnx, to_torchscript
 
     # The artifact only lives until it is loaded: ORT sessions and TorchScript modules hold the model in memory.
@@ -99,7 +146,7 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
         else:
             path = to_onnx(model.cpu(), example.cpu(), Path(tmp) / "model.onnx", verify=False, meta=meta)
             model.to(device)
-        return load_exported(path, device=device), name, meta
+        return load_exported(path, device=device), name, meta, bad
 
 
 def artifact_backend(model_or_path) -> str | None:
@@ -112,17 +159,21 @@ def artifact_backend(model_or_path) -> str | None:
 
 
 def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device: str = "cpu", batch_size: int = 1024,
-             split: str = "test", tta: bool = False, report_flip_tta: bool = False, max_misclassified: int = 200,
-             warmup: int = 2, labels: str | None = None) -> EvalResult:
+             split: str = "test", tta: bool = False, max_misclassified: int = 200, warmup: int = 2,
+             labels: str | None = None) -> EvalResult:
     """Evaluate a model (nn.Module, registry tag, weights file, or exported .onnx/.pt) on an ingested split.
 
     backend: torch | torchscript | onnxruntime | auto (the fastest measured for the device). Default: torch for
     a model, tag or weights file; an exported file runs on its own runtime, and only there.
     labels: "fine" or "coarse" (CIFAR-100); default: what the model was trained on (its meta), else fine.
-    tta=True: every metric uses the average of the image's and its horizontal flip's logits.
-    report_flip_tta=True: metrics stay single-view, and `top1_flip_tta` also gives the flip-TTA top-1 from the
-    same pass (one extra forward per batch, outside the timed region)."""
+    tta=True: horizontal-flip test-time augmentation, reported as its own figure: `top1_flip_tta` is the top-1 of
+    the average of each image's and its mirror's logits (one extra forward per batch, outside the timed region);
+    `top1` and every other metric stay single-view. Refused (ZooError) on datasets whose labels change under a
+    flip (digits), where it would measure mirrored digits.
+    A model with NaN/Inf parameters, buffers or logits is evaluated, flagged in the result
+    (`nonfinite_weights`, `nonfinite_logits`) and warned about once (RuntimeWarning)."""
     from .data import loader
+    from .data.specs import flips_keep_labels
 
     if backend is not None and backend not in EVAL_BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
@@ -145,8 +196,11 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
     label_set = labels or "fine"
     ld = split_loader(label_set)
     _, h, w, c = ld.data.images.shape
+    if tta and not flips_keep_labels(dataset, c):  # before the model is loaded or run: nothing to wait for
+        raise ZooError(f"tta=True (--tta): {dataset}'s labels change under a horizontal flip (a mirrored digit is "
+                       "another symbol or none), so flip TTA would report a wrong accuracy; evaluate without it")
     example = torch.zeros(1, c, h, w, device=device)
-    fn, name, meta = runner_for(model_or_path, backend, device, example)
+    fn, name, meta, nonfinite = runner_for(model_or_path, backend, device, example)
     if labels is None and meta.get("labels", "fine") != "fine":  # e.g. a model of CIFAR-100's 20 superclasses
         label_set = meta["labels"]
         ld = split_loader(label_set)
@@ -154,26 +208,20 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
     n_cls = len(ld.classes)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def forward(x):
-        out = fn(x)
-        if tta:  # horizontal-flip test-time augmentation: average the two views' logits
-            out = (out + fn(x.flip(3))) / 2
-        return out
-
     with torch.inference_mode():
         it = iter(ld)
         first = next(it)
         for _ in range(warmup):  # warm-up: lazy init, kernel selection, ORT arena growth
-            forward(first[0])
+            fn(first[0])
         sync()
         logits, flipped, times = [], [], []
         for x, _ in [first, *it]:
             t0 = time.perf_counter()
-            out = forward(x)
+            out = fn(x)
             sync()
-            times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)  # throughput is the single-view model's, TTA or not
             logits.append(out.float().cpu())
-            if report_flip_tta and not tta:
+            if tta:
                 flipped.append(fn(x.flip(3)).float().cpu())
         sync()
     logits_t = torch.cat(logits)
@@ -190,10 +238,11 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
     wrong = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")][:max_misclassified]
     lat = np.array(times) * 1000
     top1_flip = None
-    if report_flip_tta:
-        both = logits_t if tta else (logits_t + torch.cat(flipped)) / 2
+    if tta:
+        both = (logits_t + torch.cat(flipped)) / 2
         top1_flip = float((both.argmax(1) == y).double().mean())
-    return EvalResult(
+    bad_logits = int((~torch.isfinite(logits_t)).any(1).sum())
+    result = EvalResult(
         model=name, dataset=dataset, split=split, backend=backend, device=device, num_samples=len(yn),
         classes=list(ld.classes), top1=m["accuracy"],
         top5=metrics.topk_accuracy(logits_t.numpy(), yn, 5) if n_cls > 5 else None, loss=loss,
@@ -203,8 +252,13 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
                        for i in wrong],
         throughput={"images_per_s": len(yn) / lat.sum() * 1000, "batch_size": batch_size,
                     "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95))},
-        tta=tta, labels=label_set, top1_flip_tta=top1_flip, logits=logits_t.numpy(),
+        tta=tta, labels=label_set, top1_flip_tta=top1_flip, nonfinite_weights=nonfinite,
+        nonfinite_logits=bad_logits, logits=logits_t.numpy(),
     )
+    if result.problems:  # one warning per evaluation, naming the model: the numbers above are not to be trusted
+        warnings.warn(f"zoo.evaluate({name} on {dataset}/{split}): " + "; ".join(result.problems),
+                      RuntimeWarning, stacklevel=2)
+    return result
 
 
 def _check_compatible(meta, fn, ld, c, h, w, name) -> None:

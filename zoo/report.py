@@ -183,36 +183,107 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
        "margin:0.5em}img{max-width:100%}")
 
 
+# What the last report wrote into its folder (top-level names): the next report there removes what it no longer writes.
+REPORT_FILES = ".report-files.json"
+
+
+def _previous_names(out_dir: Path) -> set[str]:
+    try:
+        names = json.loads((out_dir / REPORT_FILES).read_text())
+    except (OSError, ValueError):
+        return set()
+    # Plain names inside the folder only: a damaged list must never make the writer move anything outside it.
+    return {n for n in names if isinstance(n, str) and n not in ("", ".", "..") and "/" not in n and os.sep not in n}
+
+
 def write_report(out_dir: Path, title: str, sections: list[tuple[str, str, str]], data: dict,
                  files: dict[str, bytes] | None = None) -> dict[str, Path]:
     """sections: (heading, markdown, html); files: extra files (e.g. figures/x.png) by relative path.
     Writes report.json, report.md, report.html. Everything is written to a staging folder first and moved into
-    place at the end (report.* last), so a failure part-way leaves no half-written report."""
+    place at the end (report.* last), so a failure part-way leaves no half-written report.
+
+    The report replaces the previous one whole: a folder named in `files` (figures/) is the report's alone and is
+    swapped as a unit, and whatever the previous report wrote that this one does not (listed in REPORT_FILES) is
+    removed, so no figure of an earlier report survives beside this one. Anything else in out_dir (a training run,
+    exported models) is left alone."""
     md = f"# {title}\n\n" + "".join(f"## {h}\n\n{m}\n\n" for h, m, _ in sections)
     body = "".join(f"<h2>{html.escape(h)}</h2>{x}" for h, _, x in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
     payload = {**(files or {}), "report.json": json.dumps(data, indent=1, default=str).encode(),
                "report.md": md.encode(), "report.html": page.encode()}
+    names = sorted({Path(rel).parts[0] for rel in payload} | {REPORT_FILES},
+                   key=lambda n: n.startswith("report."))  # report.* last: present only once all else is
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    old = None
     try:
         for rel, blob in payload.items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             (stage / rel).write_bytes(blob)
-        for rel in payload:
-            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / rel, out_dir / rel)
+        (stage / REPORT_FILES).write_text(json.dumps(names))
+        old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=out_dir))
+        moved, placed = [], []
+        try:
+            for n in sorted(set(names) | _previous_names(out_dir)):
+                if os.path.lexists(out_dir / n):
+                    os.replace(out_dir / n, old / n)
+                    moved.append(n)
+            for n in names:
+                os.replace(stage / n, out_dir / n)
+                placed.append(n)
+        except BaseException:  # put the previous report back as it was
+            for n in placed:
+                if (out_dir / n).is_dir() and not (out_dir / n).is_symlink():
+                    shutil.rmtree(out_dir / n)
+                else:
+                    (out_dir / n).unlink(missing_ok=True)
+            for n in moved:
+                os.replace(old / n, out_dir / n)
+            raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return {k: out_dir / f"report.{k}" for k in ("json", "md", "html")}
 
 
+def default_report_dir(tag: str, source) -> Path:
+    """reports/TAG for a registry tag or a model object; an exported or weights file gets a folder of its own
+    (reports/TAG-onnx, -torchscript, -safetensors): its numbers are another source's than the shipped model's."""
+    kinds = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
+    kind = kinds.get(Path(source).suffix) if isinstance(source, (str, os.PathLike)) else None
+    return Path("reports") / (tag.replace("/", "_").replace(os.sep, "_") + (f"-{kind}" if kind else ""))
+
+
+def replaced_note(out_dir: Path, source: dict) -> str | None:
+    """A line saying which earlier report in out_dir a report of `source` replaces; None when there is none or it
+    came from the same source (a plain refresh)."""
+    path = Path(out_dir) / "report.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old == source:
+        return None
+    if not isinstance(old, dict):
+        return f"note: replaced the earlier report in {out_dir} (it does not record what it evaluated)"
+    return (f"note: replaced the report of {old.get('model')} ({', '.join(old.get('backends') or [])}) in {out_dir}; "
+            "use --out to keep both")
+
+
+TTA_NOTE = ("flip-TTA top1: top-1 of each image's logits averaged with its horizontal mirror's (test-time "
+            "augmentation); top1 and every other figure are single-view.")
+
+
 def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = None, comparison: dict | None = None,
-                tsne_samples: int = 1000) -> dict[str, Path]:
+                tsne_samples: int = 1000, source: dict | None = None) -> dict[str, Path]:
     """The evaluation report for one model: metrics, confusion matrices, per-class bars, gallery, curves,
-    t-SNE and activation maps (the last two need the torch model)."""
+    t-SNE and activation maps (the last two need the torch model). source: what was evaluated, recorded in
+    report.json (default: the model's name and the backends)."""
     from .data import Loader, open_split, sample_indices
 
     r = results[0]
@@ -220,11 +291,22 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
     split = open_split(r.dataset, r.split, labels=r.labels)
     rows = [{"class": c, "accuracy": a, "precision": p, "recall": rc, "f1": f, "support": s}
             for c, a, p, rc, f, s in zip(classes, r.per_class_accuracy, r.precision, r.recall, r.f1, r.support)]
-    summary = [{"backend": x.backend, "device": x.device, "top1": x.top1, "top5": x.top5 if x.top5 is not None else "",
+    tta = any(x.top1_flip_tta is not None for x in results)
+    summary = [{"backend": x.backend, "device": x.device, "top1": x.top1,
+                **({"flip-TTA top1": x.top1_flip_tta if x.top1_flip_tta is not None else ""} if tta else {}),
+                "top5": x.top5 if x.top5 is not None else "",
                 "loss": x.loss, "macro_f1": x.macro["f1"], "weighted_f1": x.weighted["f1"],
                 "img_per_s": x.throughput["images_per_s"], "p50_ms": x.throughput["latency_p50_ms"],
                 "p95_ms": x.throughput["latency_p95_ms"]} for x in results]
-    sections = [("Summary", *_table(summary))]
+    sections = []
+    problems = [f"{x.backend}: {p}" for x in results for p in x.problems]
+    if problems:  # first, above any number: these figures are not to be trusted
+        sections.append(("Warnings", "".join(f"- **WARNING**: {p}\n" for p in problems),
+                         "<ul>" + "".join(f"<li><b>WARNING</b>: {html.escape(p)}</li>" for p in problems) + "</ul>"))
+    md_sum, html_sum = _table(summary)
+    if tta:
+        md_sum, html_sum = md_sum + f"\n{TTA_NOTE}\n", html_sum + f"<p>{html.escape(TTA_NOTE)}</p>"
+    sections.append(("Summary", md_sum, html_sum))
     if comparison:
         sections.append(("Backend comparison", *_table(comparison["rows"])))
     sections.append(("Per-class metrics", *_table(rows)))
@@ -254,5 +336,6 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
         md_figs += f"![{name}](figures/{fn})\n\n"
         html_figs += _img(png, name)
     sections.append(("Figures", md_figs, html_figs))
-    data = {"results": [x.to_dict() for x in results], "comparison": comparison}
+    source = source or {"model": r.model, "backends": [x.backend for x in results]}
+    data = {"source": source, "results": [x.to_dict() for x in results], "comparison": comparison}
     return write_report(out_dir, f"{r.model} on {r.dataset}/{r.split}", sections, data, files)
