@@ -58,6 +58,8 @@ def test_evaluate_result_and_backend_agreement(gen_test, tmp_path, monkeypatch):
                for b in ("torch", "torchscript", "onnxruntime")]
     assert list(scratch.glob("zoo-eval-*")) == []  # the exported copies are gone once loaded
     r = results[0]
+    assert repr(r) == (f"EvalResult(model={r.model!r}, dataset='evalgen', split='test', backend='torch', "
+                       f"n={r.num_samples}, top1={r.top1:.4f}, loss={r.loss:.4f})")  # one short line, not 20 KB
     assert r.num_samples == 300 and len(r.per_class_accuracy) == 10 and r.top5 is not None
     assert np.array(r.confusion).sum() == 300
     assert r.top1 == pytest.approx(np.trace(np.array(r.confusion)) / 300)

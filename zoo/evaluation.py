@@ -60,6 +60,15 @@ class EvalResult:
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(1)
 
+    def __repr__(self) -> str:
+        # The dataclass repr would print the confusion matrix and every misclassified image (20 KB for CIFAR-100);
+        # the figures a reader looks for first fit one line, and to_dict() / summary() have the rest.
+        tta = f", top1_flip_tta={self.top1_flip_tta:.4f}" if self.top1_flip_tta is not None else ""
+        flag = f", problems={len(self.problems)}" if self.problems else ""
+        return (f"EvalResult(model={self.model!r}, dataset={self.dataset!r}, split={self.split!r}, "
+                f"backend={self.backend!r}, n={self.num_samples}, top1={self.top1:.4f}{tta}, loss={self.loss:.4f}"
+                f"{flag})")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("logits")

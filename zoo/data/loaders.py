@@ -23,6 +23,32 @@ BACKENDS = ("native", "gpu", "torch", "ffcv")
 
 
 class Loader:
+    """Batches of (images, labels) from a cached split, on any backend, with one seeded order and augmentation.
+
+    Arguments:
+      data           a `CachedSplit` (`open_split(dataset, split)`).
+      batch_size     images per batch (>= 1); the last batch is smaller unless `drop_last`.
+      augment        None, an `Augment`, or its string form ("crop_flip", "crop_flip_cutout", "mnist", ...):
+                     random crop with padding, horizontal flip, cutout, brightness/contrast jitter (gpu/torch only).
+      shuffle        a new seeded permutation every epoch (default: True for the train split, else False).
+      drop_last      drop the last incomplete batch (training: fixed shapes for cuDNN autotuning and CUDA graphs).
+      seed           seeds the order and the augmentation: epoch e is a function of (seed, e), so --resume is exact.
+      backend        "native" (C++; CPU default), "gpu" (split resident on the device; CUDA default), "torch"
+                     (torchvision per sample: the reference), "ffcv" (optional extra). Without the compiled
+                     extension "native" falls back to "torch".
+      device         where batches are delivered ("cpu", "cuda", "cuda:1"); CPU batches go there pinned.
+      channels_last  NHWC memory layout (same shape, other strides): faster convolutions on recent GPUs and CPUs.
+      uint8          deliver raw uint8 pixels (unnormalised) instead of normalised floats.
+      dtype          float dtype of normalised batches (torch.bfloat16 halves host->device traffic).
+      num_threads    native backend: batches built at once (default: the cores, capped).
+      prefetch       batches prepared ahead of the consumer (>= 1).
+      transform      a per-sample callable, "torch" backend only (it is your code: see SECURITY.md).
+      indices        iterate over this subset of the split (e.g. a train/validation split), in the given order
+                     unless shuffled.
+      shard          (rank, world): this process's 1/world of every epoch's order (DDP); all ranks get equal counts.
+    Call `set_epoch(e)` before iterating to pick the epoch (iterating also advances it by one).
+    """
+
     def __init__(self, data: CachedSplit, batch_size: int, *, augment=None, shuffle: bool | None = None,
                  drop_last: bool = False, seed: int = 0, backend: str | None = None, device=None,
                  channels_last: bool = False, uint8: bool = False, dtype: torch.dtype = torch.float32,
@@ -202,5 +228,10 @@ def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def loader(dataset: str, split: str = "train", batch_size: int = 512, *, labels: str = "fine", **kw) -> Loader:
-    """A loader over an ingested split. See `Loader` for the options (augment, backend, device, ...)."""
+    """A `Loader` over an ingested split: `loader("cifar10", "train", 256, augment="crop_flip", device="cuda")`.
+
+    `labels` picks the label set ("fine", or "coarse" for CIFAR-100); every other keyword is a `Loader` option
+    (augment, shuffle, drop_last, seed, backend, device, channels_last, uint8, dtype, num_threads, prefetch,
+    transform, indices, shard), documented there.
+    """
     return Loader(open_split(dataset, split, labels=labels), batch_size, **kw)
