@@ -134,3 +134,13 @@ def test_onnx_external_data_outside_its_folder_is_refused(tmp_path, location):
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ExportError, match=r"external data of tensor 'w'.* refused"):
         load_exported(path)
+
+
+@pytest.mark.parametrize("tag, folder", [("..", "model-onnx"), ("../../x", "_.._x-onnx"), ("a/b", "a_b-onnx"),
+                                         ("lenet5.mnist", "lenet5.mnist-onnx"), (".hidden", "hidden-onnx")])
+def test_report_folder_from_an_exported_files_tag_stays_under_reports(tag, folder):
+    from pathlib import Path
+
+    from zoo.report import default_report_dir
+
+    assert default_report_dir(tag, "m.onnx") == Path("reports") / folder

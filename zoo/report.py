@@ -7,11 +7,14 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .io import contained
 
 
 def _plt():
@@ -254,7 +257,10 @@ def default_report_dir(tag: str, source) -> Path:
     (reports/TAG-onnx, -torchscript, -safetensors): its numbers are another source's than the shipped model's."""
     kinds = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
     kind = kinds.get(Path(source).suffix) if isinstance(source, (str, os.PathLike)) else None
-    return Path("reports") / (tag.replace("/", "_").replace(os.sep, "_") + (f"-{kind}" if kind else ""))
+    # The tag may come from an exported file's metadata (data zoo did not write): only a plain folder name under
+    # reports/, whatever it says ('..', '/', a leading dot).
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(tag)).lstrip(".") or "model"
+    return contained(Path("reports"), name + (f"-{kind}" if kind else ""), what="report folder")
 
 
 def replaced_note(out_dir: Path, source: dict) -> str | None:
