@@ -88,8 +88,8 @@ def test_option_types_checked():
                     ({"fc": 5}, "fc=5: expected tuple"), ({"act": "gelu"}, "act relu|tanh")):
         with pytest.raises(ZooError, match=msg):
             zoo.create_model("lenet5", **kw)
-    m = zoo.create_model("lenet5", channels=[8, 16], dropout=1)  # a list for a tuple, an int for a float
-    assert m.cfg.channels == (8, 16) and m.features[1][0].out_channels == 16
+    m = zoo.create_model("lenet5", channels=[8, 16], dropout=0)  # a list for a tuple, an int for a float
+    assert m.cfg.channels == (8, 16) and m.features[1][0].out_channels == 16 and m.cfg.dropout == 0
 
 
 def test_overrides_and_xavier():
@@ -148,3 +148,34 @@ def test_hubconf_local(tmp_path):
     assert m.zoo_meta["tag"] == "lenet5.cifar10" and not m.training
     with pytest.raises(ZooError, match="fixed config"):  # refused, not silently dropped
         torch.hub.load(str(REPO), "lenet5", source="local", trust_repo=True, num_classes=5)
+
+
+@pytest.mark.parametrize("name,kw,msg", [
+    ("lenet5", {"dropout": 2.0}, "LeNet option(s) out of range: dropout=2.0 (a probability in [0, 1))"),
+    ("lenet5", {"dropout": float("nan")}, "dropout=nan"),
+    ("lenet5", {"channels": [0, 0]}, "channels=(0, 0) (positive integers"),
+    ("lenet5", {"channels": [6]}, "one kernel size per conv block"),
+    ("lenet5", {"fc": [120, -1]}, "fc=(120, -1)"),
+    ("lenet5", {"pool": "min"}, "pool='min' (avg or max)"),
+    ("mlp4", {"hidden": [128, 0]}, "MLP option(s) out of range: hidden=(128, 0)"),
+    ("mlp2", {"act": "gelu"}, "act='gelu' (one of relu, tanh)"),
+    ("convnet_bn", {"dropout": 1.0}, "ConvNet option(s) out of range: dropout=1.0"),
+    ("convnet_bn", {"pool": 0}, "pool=0"),
+    ("resnet18", {"widths": [64, 128, 0, 512]}, "ResNet option(s) out of range: widths=(64, 128, 0, 512)"),
+    ("resnet18", {"layers": [2, 2, 2]}, "layers=(2, 2, 2) (four positive integers"),
+    ("resnet18", {"dropout": -0.1}, "dropout=-0.1"),
+    ("resnet9", {"scale": float("inf")}, "ResNet9 option(s) out of range: scale=inf"),
+])
+def test_config_values_checked_by_the_family(name, kw, msg):
+    """The family's config validates itself (__post_init__), before any layer is built: one ZooError naming it."""
+    with pytest.raises(ZooError) as e:
+        zoo.create_model(name, **kw)
+    assert msg in str(e.value)
+
+
+def test_config_checks_apply_to_the_dataclass_itself():
+    from zoo.models.lenet import LeNetConfig
+
+    with pytest.raises(ZooError, match="dropout=1.5"):
+        LeNetConfig(dropout=1.5)
+    assert LeNetConfig(dropout=0.5).dropout == 0.5 and zoo.create_model("mlp2", hidden=[]).fc.in_features == 784

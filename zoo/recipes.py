@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from .errors import ZooError, suggest
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+# No recipe here goes past 0.4, and every optimiser offered diverges long before 10; a value like 1e308 is a typo that
+# would turn the weights into inf within a step.
+MAX_LR = 10.0
+
+
+def _of_type(value, kind: str) -> bool:
+    """Whether a field value has its declared type (`kind` is the annotation's text: `from __future__ import
+    annotations`). bool is an int to Python, not to a recipe; an int is fine for a float field."""
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "dict":
+        return isinstance(value, dict)
+    return True
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "dict": "a dict of model options",
+               "str": "a name"}
 
 
 @dataclass(frozen=True)
@@ -33,9 +58,27 @@ class Recipe:
 
     def __post_init__(self):
         """Bad values fail here, naming the field, before any data is read or a run folder is made."""
+        kinds = {f.name: f.type for f in fields(self)}
+        # Types first (the comparisons below assume numbers), then values. A float flag must also be finite:
+        # argparse's float() takes "inf" and "nan", and e.g. warmup_epochs=inf trained every step at LR 0.
+        # (augment may also be an Augment or a dict, used as given: Augment.parse below checks it.)
+        mistyped = [k for k, t in kinds.items() if k != "augment" and not _of_type(getattr(self, k), t)]
+        if mistyped:
+            raise ZooError("invalid recipe value(s): " + ", ".join(
+                f"{k}={getattr(self, k)!r} (expected {_TYPE_WORDS.get(kinds[k], kinds[k])})" for k in mistyped))
+        for k, t in kinds.items():  # numpy scalars become plain numbers: recipes are written to JSON
+            if t in ("int", "float"):
+                try:
+                    object.__setattr__(self, k, (int if t == "int" else float)(getattr(self, k)))
+                except OverflowError:  # an int past float's range (lr=10**400)
+                    raise ZooError(f"invalid recipe value: {k}={getattr(self, k)!r} (not a finite float)") from None
+        infinite = [k for k, t in kinds.items() if t == "float" and not math.isfinite(getattr(self, k))]
+        if infinite:
+            raise ZooError("invalid recipe value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in infinite)
+                           + " (every float must be a finite number)")
         checks = {
             "optimizer": self.optimizer in OPTIMIZERS, "schedule": self.schedule in SCHEDULES,
-            "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epochs": self.epochs >= 1,
+            "lr": 0 < self.lr <= MAX_LR, "batch_size": self.batch_size >= 1, "epochs": self.epochs >= 1,
             "weight_decay": self.weight_decay >= 0, "momentum": 0 <= self.momentum < 1,
             "nesterov": not (self.nesterov and self.momentum == 0),
             "warmup_epochs": self.warmup_epochs >= 0, "step_epochs": self.step_epochs >= 1, "gamma": self.gamma > 0,
@@ -46,7 +89,8 @@ class Recipe:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ZooError("invalid recipe value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-                           + f" (optimizer: {'|'.join(OPTIMIZERS)}; schedule: {'|'.join(SCHEDULES)}; lr, gamma > 0; "
+                           + f" (optimizer: {'|'.join(OPTIMIZERS)}; schedule: {'|'.join(SCHEDULES)}; lr in (0, "
+                           f"{MAX_LR:g}]; gamma > 0; "
                            "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction, ema in [0, 1); "
                            "nesterov needs momentum > 0; the rest >= 0)")
         if self.augment != "auto":

@@ -1,8 +1,12 @@
 """Decode-once cache: `<data_home>/<dataset>/<split>/{images.npy, labels.npy, meta.json}`.
 
-images.npy is uint8 N x H x W x C, memory-mapped on open. A split is built in a temporary folder
-and renamed into place, under a per-dataset file lock, so a crash or a concurrent ingest never leaves
-a half-written split; a changed source (file list, sizes, mtimes) rebuilds it.
+images.npy is uint8 N x H x W x C, memory-mapped on open. `<split>` is a symbolic link to a version folder
+`.<split>.v-<token>/`: a split is built in a temporary folder under a per-dataset file lock, renamed to a version
+folder, and published by replacing the link with one rename, so a crash or a concurrent ingest never leaves a split
+half-written or missing; the next locked run removes what a killed one left. A changed source (file list, sizes,
+mtimes) rebuilds the split. Reading takes no lock, and neither does an ingest that finds its split current, so a
+read-only cache stays usable. `open_split` checks the files against meta.json (shapes, dtypes, label range, counts,
+statistics) without reading the images, so a damaged cache is one error saying how to rebuild it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZooError, suggest
+from ..io import disk_error, make_readable, remove_stale_temps
 from . import readers
 from .specs import DATASETS
 
@@ -106,6 +112,10 @@ def detect_format(dataset: str, root: Path) -> str:
 
 def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None, **opts) -> readers.RawSplit:
     spec = DATASETS.get(dataset)
+    for key, top in (("resize", 1024), ("threads", 1024)):
+        v = opts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top):
+            raise ZooError(f"--{key} {v!r}: expected an integer in 1..{top}")
     if opts.get("resize") and fmt != "stl10":
         raise ZooError(f"--resize applies to STL-10 only; {dataset} images are stored at their own size")
     if fmt == "imagefolder" and spec and spec.classes is not None:  # wrong tree: fail before decoding it
@@ -126,13 +136,47 @@ def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None,
 
 def _check_classes(dataset: str, root: Path, found: list[str], spec) -> None:
     if list(found) != list(spec.classes):
-        raise ZooError(f"--root {root}: {dataset} classes {found} differ from the canonical {list(spec.classes)}")
+        shown = found if len(found) <= 12 else [*found[:12], "..."]
+        raise ZooError(f"--root {root}: {dataset} has {len(spec.classes)} classes, found {len(found)} {shown} that "
+                       f"differ from the canonical {list(spec.classes)[:12]}{' ...' if len(spec.classes) > 12 else ''};"
+                       " ingest other data under its own name")
+
+
+def _check_canonical(dataset: str, split: str, raw: readers.RawSplit, root: Path, opts: dict,
+                     allow_partial: bool) -> dict:
+    """A canonical name stands for the published dataset: its image shape and split sizes (class names were checked
+    before decoding or by read_split). Returns what meta.json records of it: {"partial": True, ...} for a smaller
+    split ingested with allow_partial, else {}. A new name (or a --classes subset, which needs one) is not checked."""
+    spec = DATASETS.get(dataset)
+    if spec is None:
+        return {}
+    side = opts.get("resize") or spec.img_size
+    want_shape = (side, side, spec.in_chans)
+    if tuple(raw.images.shape[1:]) != want_shape:
+        raise ZooError(f"--root {root}: {dataset}/{split} images are {tuple(raw.images.shape[1:])}, the published "
+                       f"{dataset} has {want_shape}; ingest other data under its own name")
+    want, n = spec.split_size(split), len(raw.labels)
+    if want is None:
+        raise ZooError(f"--splits: {dataset} has no split {split!r} (published: {', '.join(spec.splits)})")
+    if n > want:
+        raise ZooError(f"--root {root}: {dataset}/{split} has {n} images, more than the published {want}; "
+                       "ingest other data under its own name")
+    if n < want and not allow_partial:
+        raise ZooError(f"--root {root}: {dataset}/{split} has {n} images, the published split has {want}: a partial "
+                       "copy (an interrupted download or extraction?). Fetch the whole dataset (--download), ingest "
+                       "the subset under its own name, or pass --allow-partial to cache it marked partial (every "
+                       "weights file trained on it says so)")
+    return {"partial": True, "published_samples": want} if n < want else {}
 
 
 @contextmanager
 def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as e:
+        raise disk_error(e, path) from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -141,7 +185,12 @@ def _locked(path: Path):
 
 
 def split_dir(dataset: str, split: str) -> Path:
-    return data_home() / dataset / split
+    """The split's path: a symbolic link to its current version folder (or, in a cache written before versions, the
+    folder itself). Readers go through it; a rebuild swaps it with one rename."""
+    from ..io import check_name
+
+    # Both become folder names under the cache: a dataset called '../x' must not read or write outside it.
+    return data_home() / check_name(dataset, what="dataset") / check_name(split, what="split")
 
 
 def _split_files(root: Path, fmt: str, split: str) -> list[Path]:
@@ -151,40 +200,85 @@ def _split_files(root: Path, fmt: str, split: str) -> list[Path]:
 
 
 def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = None, force: bool = False,
-           progress: bool = True, **opts) -> dict[str, Path]:
+           progress: bool = True, allow_partial: bool = False, **opts) -> dict[str, Path]:
     """Decode `dataset` from `root` into the cache (once); returns {split: folder}.
 
     `dataset` is one of the known names, or any new name for an ImageFolder tree.
     Options: `classes=[...]` keeps a subset of classes (any format, labels renumbered in that order);
-    STL-10: `resize=32`.
+    STL-10: `resize=32`. A known name is checked against the published dataset (classes, image shape, split sizes);
+    `allow_partial=True` accepts smaller splits, recorded as `"partial": true` in meta.json.
     """
     root = Path(root).expanduser()
     if opts.get("classes") and dataset in DATASETS:
         raise ZooError(f"--classes: ingest a class subset under a new name (e.g. {dataset}_{len(opts['classes'])}); "
                        f"'{dataset}' stands for all its classes, which its shipped weights and their evaluation expect")
+    split_dir(dataset, "train")  # the name is checked before anything is read
     fmt = detect_format(dataset, root)
     if splits is None:  # the official releases have train and test; a tree, whichever of these folders it has
         known = DATASETS[dataset].splits if dataset in DATASETS else ("train", "valid", "test")
         splits = [s for s in known if (root / s).is_dir()] if fmt == "imagefolder" else ["train", "test"]
     out: dict[str, Path] = {}
     for split in splits:
+        final = split_dir(dataset, split)
         if fmt == "imagefolder" and not (root / split).is_dir():
             raise ZooError(f"--root {root}: split folder {split}/ not found")
-        final = split_dir(dataset, split)
+        fp = fingerprint(_split_files(root, fmt, split)) + json.dumps(opts, sort_keys=True, default=str)
+        fp = hashlib.sha256(fp.encode()).hexdigest()
+        # Checked first without the lock: a current split is only read, so a read-only cache stays usable.
+        if not force and _current(dataset, split, fp, allow_partial):
+            out[split] = final
+            continue
         with _locked(data_home() / f".{dataset}.lock"):
-            fp = fingerprint(_split_files(root, fmt, split)) + json.dumps(opts, sort_keys=True, default=str)
-            fp = hashlib.sha256(fp.encode()).hexdigest()
-            meta_file = final / "meta.json"
-            if not force and meta_file.exists():
-                meta = json.loads(meta_file.read_text())
-                if meta.get("source_fingerprint") == fp and meta.get("cache_version") == CACHE_VERSION:
-                    out[split] = final
-                    continue
-            out[split] = _build_split(dataset, root, split, fmt, fp, final, progress, opts)
+            # Holding the lock, nothing else writes here: what a killed ingest left behind can go.
+            remove_stale_temps(final.parent)
+            _remove_unused_versions(final.parent)
+            if not force and _current(dataset, split, fp, allow_partial):  # built while this one waited
+                out[split] = final
+                continue
+            out[split] = _build_split(dataset, root, split, fmt, fp, final, progress, opts, allow_partial)
     return out
 
 
-def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opts) -> Path:
+def _current(dataset: str, split: str, fp: str, allow_partial: bool) -> bool:
+    """Whether the cached split was built from this very source and opens cleanly (a damaged one is rebuilt)."""
+    try:
+        meta = json.loads((split_dir(dataset, split) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or meta.get("source_fingerprint") != fp or meta.get("cache_version") != CACHE_VERSION:
+        return False
+    try:
+        open_split(dataset, split)
+    except ZooError:
+        return False
+    if meta.get("partial") and not allow_partial:  # the same partial source a build would refuse
+        raise ZooError(f"{dataset}/{split} was cached from a partial copy ({meta.get('num_samples')} of "
+                       f"{meta.get('published_samples')} images, ingested with --allow-partial); pass "
+                       "--allow-partial again to keep using it, or ingest the whole dataset")
+    return True
+
+
+# A split's version folders: `.<split>.v-<token>`, the split's name a link to one of them.
+_VERSION_RE = re.compile(r"\.(?P<split>[A-Za-z0-9][A-Za-z0-9_]*)\.v-[A-Za-z0-9_]+")
+
+
+def _remove_unused_versions(folder: Path) -> None:
+    """Delete version folders no split link points to: the old version of a replaced split when the process died
+    before removing it, or a new one built before the link swap. Only zoo's own `.<split>.v-*` names are touched.
+    Call it only under the dataset's lock (a version being built is not yet linked)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        m = _VERSION_RE.fullmatch(p.name)
+        if not m or not p.is_dir() or p.is_symlink():
+            continue
+        link = folder / m["split"]
+        if link.is_symlink() and os.readlink(link) == p.name:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opts, allow_partial: bool) -> Path:
     bars = []
 
     def make_bar(total: int):
@@ -200,33 +294,86 @@ def _build_split(dataset, root, split, fmt, fp, final: Path, progress: bool, opt
         for b in bars:
             b.close()
     seconds = time.perf_counter() - t0
+    partial = _check_canonical(dataset, split, raw, root, opts, allow_partial)
+    if not len(raw.labels):
+        raise ZooError(f"--root {root}: {dataset}/{split} has no images")
     mean, std = channel_stats(raw.images)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=final.parent))
+    if split == "train" and min(std) <= 0:  # inputs are divided by the train std: a constant channel cannot be
+        raise ZooError(f"--root {root}: every {dataset}/{split} image has the same value in channel "
+                       f"{std.index(min(std))} (std 0), so it cannot be normalised")
+    meta = {
+        "cache_version": CACHE_VERSION, "dataset": dataset, "split": split, "format": fmt,
+        "source_root": str(root.resolve()), "source_fingerprint": fp, "options": opts,
+        "num_samples": int(len(raw.labels)), "shape": list(raw.images.shape[1:]),
+        "classes": list(raw.classes), "mean": mean, "std": std, "decode_seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **partial, **raw.extra_meta,
+    }
+    folder = final.parent
+    tmp, writing = None, folder
     try:
-        np.save(tmp / "images.npy", np.ascontiguousarray(raw.images))
-        np.save(tmp / "labels.npy", raw.labels)
-        for k, v in raw.extra.items():
-            np.save(tmp / f"{k}.npy", v)
-        meta = {
-            "cache_version": CACHE_VERSION, "dataset": dataset, "split": split, "format": fmt,
-            "source_root": str(root.resolve()), "source_fingerprint": fp, "options": opts,
-            "num_samples": int(len(raw.labels)), "shape": list(raw.images.shape[1:]),
-            "classes": list(raw.classes), "mean": mean, "std": std, "decode_seconds": round(seconds, 3),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **raw.extra_meta,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():  # replace: move the old one aside first so the swap is two renames
-            trash = Path(tempfile.mkdtemp(prefix=f".{split}.old-", dir=final.parent))
-            os.replace(final, trash / "split")
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Built under a temp name (a killed build is recognisable and removed by the next locked run), renamed to
+        # a version folder once complete, then published by swapping the split's link: one atomic rename.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=folder))
+        arrays = {"images": np.ascontiguousarray(raw.images), "labels": raw.labels, **raw.extra}
+        for name, arr in arrays.items():
+            writing = tmp / f"{name}.npy"
+            np.save(writing, arr)
+        writing = tmp / "meta.json"
+        writing.write_text(json.dumps(meta, indent=1))
+        for p in [tmp, *tmp.iterdir()]:
+            make_readable(p)  # mkdtemp's 0700: the cache is for every user of the machine to read, like any file
+        token = tmp.name[len(f".{split}.tmp-"):]
+        version = folder / f".{split}.v-{token}"
+        writing = version
+        os.replace(tmp, version)
+        tmp = None
+        _point(final, version)
+    except OSError as e:
+        raise disk_error(e, writing) from None
     finally:
-        if tmp.exists():
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _point(final: Path, version: Path) -> None:
+    """Make the link `final` point to `version` with one rename (os.replace of a new link over the old one), so a
+    reader finds the old split or the new one, never none; then remove the old version."""
+    old = final.parent / os.readlink(final) if final.is_symlink() else None
+    link = final.parent / f".{final.name}.tmp-link-{version.name.rsplit('-', 1)[-1]}"
+    os.symlink(version.name, link)  # relative: the cache folder can be moved
+    try:
+        if final.exists() and not final.is_symlink():
+            # A cache written before versioned splits holds a real folder, which no rename can replace with a
+            # link: moved aside first, this one time (a reader in between finds no split and can retry).
+            aside = final.parent / f".{final.name}.old-{version.name.rsplit('-', 1)[-1]}"
+            os.replace(final, aside)
+            os.replace(link, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(link, final)
+    finally:
+        if os.path.lexists(link):
+            link.unlink()
+    if old is not None and old != version and _VERSION_RE.fullmatch(old.name) and old.parent == final.parent:
+        shutil.rmtree(old, ignore_errors=True)  # zoo's own old version only; readers' open mmaps stay valid
+
+
+def partial_splits(dataset: str) -> list[str]:
+    """The splits of `dataset` cached from a partial copy (ingested with allow_partial), for labelling what is trained
+    or measured on them."""
+    out = []
+    home = data_home() / dataset
+    for p in sorted(home.iterdir()) if home.is_dir() else []:
+        if p.name.startswith("."):
+            continue
+        try:
+            if json.loads((p / "meta.json").read_text()).get("partial"):
+                out.append(p.name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
 
 
 @dataclass
@@ -251,26 +398,100 @@ class CachedSplit:
         return self.meta["norm_mean"], self.meta["norm_std"]
 
 
+def _damaged(path: Path, dataset: str, why: str) -> ZooError:
+    return ZooError(f"{path}: {why}; the cache is damaged: rebuild it with "
+                    f"python -m zoo ingest {dataset} --root DIR --force")
+
+
+def _read_meta(path: Path, dataset: str) -> dict:
+    """meta.json, parsed and checked for what readers use: classes, shape, per-channel mean/std."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _damaged(path, dataset, f"unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, dataset, "not a JSON object")
+    classes, shape = meta.get("classes"), meta.get("shape")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise _damaged(path, dataset, "'classes' is not a non-empty list of names")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+        raise _damaged(path, dataset, f"'shape' {shape!r} is not [height, width, channels]")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if not (isinstance(v, list) and len(v) == shape[2]
+                and all(type(x) in (int, float) and 0 <= x <= 1 for x in v)):  # NaN fails 0 <= x
+            raise _damaged(path, dataset, f"'{key}' {v!r} is not {shape[2]} per-channel value(s) in [0, 1]")
+    return meta
+
+
+def _load(path: Path, dataset: str, **kw) -> np.ndarray:
+    try:
+        return np.load(path, **kw)  # allow_pickle stays False: an object array is refused, not run
+    except FileNotFoundError:
+        raise  # a version removed by a rebuild between the link's resolution and this read: open_split retries
+    except (OSError, ValueError, EOFError) as e:
+        raise _damaged(path, dataset, f"unreadable ({e})") from None
+
+
 def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit:
-    d = split_dir(dataset, split)
+    """Open a cached split: images memory-mapped, labels read; every file checked against meta.json first."""
+    link = split_dir(dataset, split)
+    for attempt in range(3):
+        # Every file is read from the one version folder the link points to now: a rebuild swapping the link
+        # meanwhile cannot pair one version's labels with another's images. If that version is removed before its
+        # files are opened (a rebuild finishing in between), the new one is read instead.
+        d = link.resolve()
+        try:
+            return _open_version(dataset, split, labels, d)
+        except FileNotFoundError:
+            if attempt == 2 or link.resolve() == d:
+                break
+    known = [p.name for p in (data_home() / dataset).iterdir() if not p.name.startswith(".")] \
+        if (data_home() / dataset).is_dir() else []
+    have = f" (ingested splits: {', '.join(sorted(known))})" if known else ""
+    if not known:  # maybe a typo: name the datasets that exist
+        ingested = {p.name for p in data_home().iterdir() if p.is_dir() and not p.name.startswith(".")} \
+            if data_home().is_dir() else set()
+        have = f" ({suggest(dataset, set(DATASETS) | ingested, 'known or ingested datasets')})"
+    raise ZooError(
+        f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
+        f"run: python -m zoo ingest {dataset} --root DIR"
+    )
+
+
+def _open_version(dataset: str, split: str, labels: str, d: Path) -> CachedSplit:
+    """Raises FileNotFoundError when meta.json is missing (not ingested, or a version just removed)."""
     meta_file = d / "meta.json"
     if not meta_file.exists():
-        known = sorted(p.name for p in (data_home() / dataset).iterdir()) if (data_home() / dataset).is_dir() else []
-        have = f" (ingested splits: {', '.join(known)})" if known else ""
-        if not known:  # maybe a typo: name the datasets that exist
-            ingested = {p.name for p in data_home().iterdir() if p.is_dir()} if data_home().is_dir() else set()
-            have = f" ({suggest(dataset, set(DATASETS) | ingested, 'known or ingested datasets')})"
-        raise ZooError(
-            f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
-            f"run: python -m zoo ingest {dataset} --root DIR"
-        )
-    meta = json.loads(meta_file.read_text())
+        raise FileNotFoundError(meta_file)
+    meta = _read_meta(meta_file, dataset)
     train_meta = split_dir(dataset, "train") / "meta.json"
-    stats = json.loads(train_meta.read_text()) if train_meta.exists() else meta
+    stats = _read_meta(train_meta, dataset) if split != "train" and train_meta.exists() else meta
+    if min(stats["std"]) <= 0:  # inputs are divided by it: NaN/inf inputs, which training would blame on the LR
+        where = train_meta if stats is not meta else meta_file
+        raise _damaged(where, dataset, f"'std' {stats['std']} has a zero: a constant channel cannot be normalised")
     meta["norm_mean"], meta["norm_std"] = stats["mean"], stats["std"]
     label_file = d / ("labels.npy" if labels == "fine" else f"{labels}_labels.npy")
     if not label_file.exists():
         raise ZooError(f"{dataset}/{split} has no {labels!r} labels (have: fine)")
     if labels != "fine":
-        meta["classes"] = meta[f"{labels}_classes"]
-    return CachedSplit(dataset, split, np.load(d / "images.npy", mmap_mode="r"), np.load(label_file), meta, d)
+        meta["classes"] = meta.get(f"{labels}_classes")
+        if not (isinstance(meta["classes"], list) and meta["classes"]):
+            raise _damaged(meta_file, dataset, f"no '{labels}_classes' list for {label_file.name}")
+    images_file = d / "images.npy"
+    # mmap_mode: only the header is read; a file shorter than its header says fails here (mmap length check).
+    images = _load(images_file, dataset, mmap_mode="r")
+    y = _load(label_file, dataset)
+    if images.dtype != np.uint8 or images.ndim != 4 or list(images.shape[1:]) != meta["shape"]:
+        raise _damaged(images_file, dataset, f"holds {images.dtype} {images.shape}, meta.json says uint8 "
+                                             f"N x {' x '.join(map(str, meta['shape']))}")
+    n = meta.get("num_samples", len(images))
+    if len(images) != n:
+        raise _damaged(images_file, dataset, f"holds {len(images)} images, meta.json says {n}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(images):
+        raise _damaged(label_file, dataset, f"holds {y.dtype} {y.shape}, expected {len(images)} integer labels "
+                                            f"(one per image in {images_file.name})")
+    if y.size and (y.min() < 0 or y.max() >= len(meta["classes"])):
+        raise _damaged(label_file, dataset, f"label {int(y.min() if y.min() < 0 else y.max())} outside "
+                                            f"0..{len(meta['classes']) - 1} ({len(meta['classes'])} classes)")
+    return CachedSplit(dataset, split, images, y.astype(np.int64, copy=False), meta, d)

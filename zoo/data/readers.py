@@ -158,8 +158,23 @@ def read_cifar10(root: Path, split: str) -> RawSplit:
         img = _cifar_images(data, p)
         if len(img) != len(lab):
             raise ZooError(f"{p}: {len(img)} images but {len(lab)} labels")
-        images.append(img), labels.append(np.asarray(lab, np.int64)), sources.append(p)
+        images.append(img), labels.append(_labels(lab, len(label_names), p, "labels")), sources.append(p)
     return RawSplit(np.concatenate(images), np.concatenate(labels), _names(label_names), sources=sources)
+
+
+def _labels(values, n_classes: int, path: Path, key: str) -> np.ndarray:
+    """A pickle's label list as int64, each in 0..n_classes-1: an out-of-range label would index past the class
+    names (or, once cached, be learned as a class that does not exist)."""
+    try:
+        arr = np.asarray(values, np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise ZooError(f"{path}: '{key}' must be a list of integers") from None
+    if arr.ndim != 1:
+        raise ZooError(f"{path}: '{key}' must be a flat list of integers, got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ZooError(f"{path}: '{key}' has label {int(arr.min() if arr.min() < 0 else arr.max())} outside "
+                       f"0..{n_classes - 1} ({n_classes} class names)")
+    return arr
 
 
 def read_cifar100(root: Path, split: str) -> RawSplit:
@@ -173,8 +188,8 @@ def read_cifar100(root: Path, split: str) -> RawSplit:
     if not len(img) == len(fine) == len(coarse):
         raise ZooError(f"{p}: {len(img)} images but {len(fine)} fine / {len(coarse)} coarse labels")
     return RawSplit(
-        img, np.asarray(fine, np.int64), _names(fine_names),
-        extra={"coarse_labels": np.asarray(coarse, np.int64)},
+        img, _labels(fine, len(fine_names), p, "fine_labels"), _names(fine_names),
+        extra={"coarse_labels": _labels(coarse, len(coarse_names), p, "coarse_labels")},
         extra_meta={"coarse_classes": _names(coarse_names)}, sources=[meta_path, p],
     )
 

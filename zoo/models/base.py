@@ -1,9 +1,42 @@
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn as nn
 
+from ..errors import ZooError
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _positive_ints(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
+                                        for x in v)
+
+
+def probability(v) -> bool:
+    """A dropout rate: a finite number in [0, 1) (1 would zero every activation; NaN fails the comparison)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def check_config(cfg, rules: dict) -> None:
+    """Validate a family's config dataclass before any layer is built: `rules` maps a field to (test, what it must
+    be). Every bad field is named in one ZooError, so `--model-opt dropout=2.0` fails before data or a run folder."""
+    bad = [f"{k}={getattr(cfg, k)!r} ({what})" for k, (ok, what) in rules.items() if not ok(getattr(cfg, k))]
+    if bad:
+        raise ZooError(f"{type(cfg).__name__.removesuffix('Config')} option(s) out of range: " + "; ".join(bad))
+
+
+# Rules shared by the families.
+WIDTHS = (_positive_ints, "positive integers, e.g. (64, 128)")
+DROPOUT = (probability, "a probability in [0, 1)")
+ACT = (lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")
+
+
+def finite_positive(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 class ZooModel(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import build, register_model
-from .base import ZooModel
+from .base import DROPOUT, WIDTHS, ZooModel, _positive_ints, check_config
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,11 @@ class ConvNetConfig:
     pool: int = 2
     fc: tuple[int, ...] = (512,)
     dropout: float = 0.0  # after each hidden fc
+
+    def __post_init__(self):
+        check_config(self, {"channels": WIDTHS, "fc": (_positive_ints, "positive integers (or ())"),
+                            "pool": (lambda v: isinstance(v, int) and v >= 1, "a pooling size >= 1"),
+                            "dropout": DROPOUT})
 
 
 class ConvNet(ZooModel):

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..errors import ZooError
 from ..registry import build, register_model
-from .base import ACTIVATIONS, ZooModel, conv_out
+from .base import ACT, ACTIVATIONS, DROPOUT, WIDTHS, ZooModel, _positive_ints, check_config, conv_out
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,16 @@ class LeNetConfig:
     bn_fc: bool = False  # BatchNorm after each hidden fc
     dropout: float = 0.0  # after each hidden fc
     pad_to: int = 32  # LeNet expects 32x32: smaller inputs (MNIST 28) get padding on the first conv
+
+    def __post_init__(self):
+        check_config(self, {
+            "channels": WIDTHS, "kernels": WIDTHS, "fc": (_positive_ints, "positive integers (or ())"),
+            "pool": (lambda v: v in ("avg", "max"), "avg or max"), "act": ACT, "dropout": DROPOUT,
+            "pad_to": (lambda v: isinstance(v, int) and 0 <= v <= 1024, "an image size, 0..1024"),
+        })
+        if len(self.channels) != len(self.kernels):
+            raise ZooError(f"LeNet options channels={self.channels!r} and kernels={self.kernels!r}: one kernel size "
+                           "per conv block")
 
 
 class LeNet(ZooModel):

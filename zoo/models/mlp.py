@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import build, register_model
-from .base import ACTIVATIONS, ZooModel
+from .base import ACT, ACTIVATIONS, DROPOUT, ZooModel, _positive_ints, check_config
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,9 @@ class MLPConfig:
     hidden: tuple[int, ...] = (64,)
     act: str = "relu"
     dropout: float = 0.0  # after each hidden layer
+
+    def __post_init__(self):
+        check_config(self, {"hidden": (_positive_ints, "positive integers (or ())"), "act": ACT, "dropout": DROPOUT})
 
 
 class MLP(ZooModel):

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..errors import ZooError
 from ..registry import build, register_model
-from .base import ZooModel
+from .base import DROPOUT, ZooModel, _positive_ints, check_config, finite_positive
 
 
 class BasicBlock(nn.Module):
@@ -38,6 +38,12 @@ class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256, 512)
     stem: str = "cifar"  # cifar: 3x3 conv, no max-pool | imagenet: 7x7/2 conv + 3x3/2 max-pool
     dropout: float = 0.0  # before the fc
+
+    def __post_init__(self):
+        four = "four positive integers (torchvision's layer1..layer4)"
+        check_config(self, {"layers": (lambda v: _positive_ints(v) and len(v) == 4, four),
+                            "widths": (lambda v: _positive_ints(v) and len(v) == 4, four),
+                            "stem": (lambda v: v in ("cifar", "imagenet"), "cifar or imagenet"), "dropout": DROPOUT})
 
 
 class ResNet(ZooModel):
@@ -93,6 +99,10 @@ class Residual(nn.Module):
 class ResNet9Config:
     widths: tuple[int, int, int, int] = (64, 128, 256, 512)
     scale: float = 0.125  # logit scaling from the DAWNBench recipe
+
+    def __post_init__(self):
+        check_config(self, {"widths": (lambda v: _positive_ints(v) and len(v) == 4, "four positive integers"),
+                            "scale": (finite_positive, "a finite number > 0")})
 
 
 class ResNet9(ZooModel):
