@@ -2,6 +2,7 @@
 // Every random choice (which samples, where to crop, whether to flip) is made in Python and
 // passed in as arrays: this code only computes, so the pure-torch path can reproduce it exactly.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 namespace zoo {
@@ -27,30 +28,55 @@ struct GatherArgs {
 void gather_f32(const GatherArgs& a, float* out, int threads);
 void gather_u8(const GatherArgs& a, uint8_t* out, int threads);
 
-// Runs fn(begin, end) over [0, n) split into `threads` contiguous chunks.
+// Thread counts are decided in Python (zoo/data/native.py refuses more than MAX_THREADS); this clamp is the
+// defensive copy of that rule, so no argument can make the C++ start thousands of threads.
+constexpr int kMaxThreads = 256;
+
+inline int clamp_threads(int64_t threads, int64_t n) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, n, int64_t{kMaxThreads}})));
+}
+
+// Runs fn(begin, end) over [0, n) split into `threads` contiguous chunks (clamped to [1, min(n, kMaxThreads)]).
+// An exception in any chunk is rethrown here after every thread has joined: one escaping a std::thread would
+// call std::terminate and abort the Python process. A thread that cannot be started runs its chunk here instead.
 template <typename Fn>
 void parallel_for(int64_t n, int threads, Fn fn);
 
 }  // namespace zoo
 
-#include <algorithm>
+#include <exception>
 #include <thread>
 #include <vector>
 
 template <typename Fn>
 void zoo::parallel_for(int64_t n, int threads, Fn fn) {
-  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+  threads = clamp_threads(threads, n);
   if (threads == 1) {
     fn(int64_t{0}, n);
     return;
   }
+  std::vector<std::exception_ptr> errors(threads);
+  auto run = [&](int t, int64_t b, int64_t e) noexcept {
+    try {
+      fn(b, e);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
   const int64_t chunk = (n + threads - 1) / threads;
   for (int t = 1; t < threads; ++t) {
     const int64_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back(fn, b, e);
+    if (b >= e) break;
+    try {
+      pool.emplace_back(run, t, b, e);
+    } catch (...) {  // std::system_error (thread limit) or bad_alloc: slower, but the same result
+      run(t, b, e);
+    }
   }
-  fn(int64_t{0}, std::min(n, chunk));
+  run(0, int64_t{0}, std::min(n, chunk));
   for (auto& th : pool) th.join();
+  for (auto& err : errors)
+    if (err) std::rethrow_exception(err);
 }

@@ -14,6 +14,7 @@ enum Status : int32_t {
   kUnsupportedColor = 4, // colour conversion the native path does not do (CMYK, RGB->gray); PIL handles it
   kNoCodec = 5,          // codec not compiled in
   kIoError = 6,          // file could not be read
+  kTooLarge = 7,         // file larger than the caller's cap (decode_files); refused before it is read
 };
 
 enum Format : int32_t { kFormatUnknown = 0, kFormatJpeg = 1, kFormatPng = 2 };

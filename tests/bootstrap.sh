@@ -41,6 +41,8 @@ case $MODE in
     if command -v clang++ >/dev/null 2>&1; then
       PYTHON="$PWD/$VPY" bash csrc/fuzz.sh 200000 2>&1 | grep -E "^Done|ERROR|SUMMARY" || { echo "fuzzing failed" >&2; exit 1; }
     fi
+    # The native tests again against an ASan + UBSan build of the extension (build/asan; the venv's stays as is).
+    PYTHON="$PWD/$VPY" bash csrc/sanitize.sh
     "$VPY" -m ruff check zoo export tests bench hubconf.py
     "$VPY" -m pytest -q -p no:cacheprovider
     ZOO_BENCH_QUICK=1 "$VPY" -m pytest bench --benchmark-only -q -p no:cacheprovider --benchmark-columns=median,ops

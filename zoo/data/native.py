@@ -15,13 +15,46 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-try:
-    from .. import _native
-except ImportError:  # built without the extension (e.g. a source checkout without compiling)
-    _native = None
+from ..errors import ZooError
+
+
+def _load_extension():
+    """The C++ extension, or None when it isn't built.
+
+    $ZOO_NATIVE_LIB names another build of it to load instead (csrc/sanitize.sh's ASan/UBSan build, in
+    build/asan): the venv's normal build stays in place. A file named there that doesn't load is an error, not a
+    fallback: a sanitizer run that silently loaded nothing would skip every native test and pass.
+    """
+    path = os.environ.get("ZOO_NATIVE_LIB")
+    if path:
+        import importlib.machinery
+        import importlib.util
+        import sys
+
+        loader = importlib.machinery.ExtensionFileLoader("zoo._native", path)
+        spec = importlib.util.spec_from_file_location("zoo._native", path, loader=loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        sys.modules["zoo._native"] = mod
+        return mod
+    try:
+        from .. import _native as mod
+    except ImportError:  # built without the extension (e.g. a source checkout without compiling)
+        return None
+    return mod
+
+
+_native = _load_extension()
 
 # Mirrors the Status enum in csrc/decode.hpp.
-OK, UNKNOWN_FORMAT, CORRUPT, SIZE_MISMATCH, UNSUPPORTED_COLOR, NO_CODEC, IO_ERROR = range(7)
+OK, UNKNOWN_FORMAT, CORRUPT, SIZE_MISMATCH, UNSUPPORTED_COLOR, NO_CODEC, IO_ERROR, TOO_LARGE = range(8)
+
+# Image files are read whole into memory; dataset images are kilobytes, so a file over this is a mistake (a video,
+# an archive, a disk image in a class folder) and is refused before it is read. Tests lower it.
+MAX_FILE_BYTES = 64 << 20
+# More threads than this is a mistake (a typo'd --threads), never a speed-up: refused. The C++ clamps to the same.
+MAX_THREADS = 256
+
 STATUS_TEXT = {
     UNKNOWN_FORMAT: "not a JPEG or PNG file",
     CORRUPT: "corrupt or truncated image data",
@@ -29,6 +62,7 @@ STATUS_TEXT = {
     UNSUPPORTED_COLOR: "colour format needs conversion",
     NO_CODEC: "codec not compiled in",
     IO_ERROR: "file could not be read",
+    TOO_LARGE: "file larger than zoo.data.native.MAX_FILE_BYTES: not read",
 }
 
 
@@ -43,7 +77,57 @@ def features() -> dict:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(n, MAX_THREADS))
+
+
+def check_threads(threads, name: str = "threads") -> int:
+    """threads as an int in [1, MAX_THREADS]; anything else is a ZooError naming the argument."""
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or not 1 <= threads <= MAX_THREADS:
+        raise ZooError(f"{name} must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    return int(threads)
+
+
+def _describe(a) -> str:
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    layout = "" if a.flags.c_contiguous else ", not C-contiguous"
+    return f"{a.dtype} array of shape {a.shape}{layout}{'' if a.flags.writeable else ', read-only'}"
+
+
+def _check_image_array(a, name: str, ndim: int, writeable: bool = True) -> np.ndarray:
+    """An output (or dataset) image array must already be exactly right: a converted copy would be written instead
+    of it (or, for a dataset, copied on every call)."""
+    ok = (isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == ndim and a.flags.c_contiguous
+          and a.flags.aligned and (a.flags.writeable or not writeable))
+    if not ok:
+        dims = " x ".join(["N", "H", "W", "C"][4 - ndim :])
+        raise ZooError(f"{name} must be a C-contiguous{' writeable' if writeable else ''} uint8 numpy array "
+                       f"({dims}), got {_describe(a)}")
+    if a.shape[-1] not in (1, 3):
+        raise ZooError(f"{name} must have 1 or 3 channels (last axis), got shape {a.shape}")
+    return a
+
+
+def _int_array(v, dtype, name: str, length: int | None = None, allow_bool: bool = False) -> np.ndarray | None:
+    """v (a list, any integer dtype, a strided view) as a contiguous 1-D array of dtype, or a ZooError naming it.
+
+    The result is a new array when v isn't already right: the caller keeps it in a local for the whole native
+    call, so the C++ never reads a temporary."""
+    if v is None:
+        return None
+    a = np.asarray(v)
+    if a.size == 0 and a.ndim == 1:
+        a = a.astype(dtype)
+    if a.dtype.kind not in ("iub" if allow_bool else "iu") or a.ndim != 1:
+        raise ZooError(f"{name} must be a 1-D array of integers, got {_describe(a)}")
+    if length is not None and len(a) != length:
+        raise ZooError(f"{name} must have {length} entries (one per sample), got {len(a)}")
+    if not np.can_cast(a.dtype, dtype, "safe") and a.size:  # narrowing: values that don't fit would wrap
+        info = np.iinfo(dtype)
+        if a.min() < info.min or a.max() > info.max:
+            raise ZooError(f"{name} has values outside {np.dtype(dtype).name}: {a.min()}..{a.max()}")
+    return np.ascontiguousarray(a, dtype)
 
 
 def decode_pil(data: bytes, h: int, w: int, c: int) -> tuple[int, np.ndarray | None]:
@@ -67,22 +151,61 @@ def decode_pil(data: bytes, h: int, w: int, c: int) -> tuple[int, np.ndarray | N
         return CORRUPT, None
 
 
-def decode_files(paths: list[str], out: np.ndarray, threads: int | None = None) -> np.ndarray:
+def decode(data: bytes, out: np.ndarray) -> int:
+    """Decode one JPEG/PNG into out (C-contiguous H x W x C uint8, C 1 or 3); returns a status code, OK only
+    when out was written. Native first, PIL for what it can't handle (as in decode_files)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ZooError(f"data must be bytes, got {type(data).__name__}")
+    _check_image_array(out, "out", 3)
+    data = bytes(data)
+    if _native is not None:
+        status = _native.decode(data, out)
+        if status not in (NO_CODEC, UNSUPPORTED_COLOR):
+            return status
+    status, img = decode_pil(data, *out.shape)
+    if img is not None:
+        out[...] = img
+    return status
+
+
+def _read_capped(path: str, max_bytes: int) -> tuple[int, bytes | None]:
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return TOO_LARGE, None
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # bounded even if the file grew since the size check
+    except (OSError, ValueError):
+        return IO_ERROR, None
+    return (TOO_LARGE, None) if len(data) > max_bytes else (OK, data)
+
+
+def decode_files(paths: list[str], out: np.ndarray, threads: int | None = None,
+                 max_bytes: int | None = None) -> np.ndarray:
     """Decode image files into out (N x H x W x C uint8); returns per-file status codes.
 
     Native decoding first; files it cannot handle (no codec compiled in, CMYK, RGB->gray, ...) go
     through PIL so that every image the dataset accepts decodes the same way on every install.
+    A file over max_bytes (default MAX_FILE_BYTES) gets TOO_LARGE without being read. An exception inside the
+    native decoder (e.g. out of memory) is a ZooError naming the file. threads: None or 0 for every core (at most
+    MAX_THREADS); more than MAX_THREADS is a ZooError.
     """
+    paths = [os.fspath(p) for p in paths]
+    _check_image_array(out, "out", 4)
     n, h, w, c = out.shape
+    if n != len(paths):
+        raise ZooError(f"out holds {n} images for {len(paths)} paths")
+    threads = check_threads(threads or default_threads())
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else int(max_bytes)
     if _native is not None:
-        status = _native.decode_files(list(paths), out, threads or default_threads())
+        try:
+            status = _native.decode_files(paths, out, threads, max_bytes)
+        except (RuntimeError, MemoryError) as e:  # the C++ message starts with the file's path
+            raise ZooError(f"cannot decode {e}") from None
     else:
         status = np.full(n, NO_CODEC, np.int32)
     for i in np.flatnonzero((status == NO_CODEC) | (status == UNSUPPORTED_COLOR)):
-        try:
-            data = open(paths[i], "rb").read()
-        except OSError:
-            status[i] = IO_ERROR
+        status[i], data = _read_capped(paths[i], max_bytes)
+        if data is None:
             continue
         status[i], img = decode_pil(data, h, w, c)
         if img is not None:
@@ -92,8 +215,11 @@ def decode_files(paths: list[str], out: np.ndarray, threads: int | None = None) 
 
 def channel_histogram(images: np.ndarray) -> np.ndarray:
     """C x 256 pixel-value counts per channel of a uint8 (..., C) array (C++ threads, numpy fallback)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim < 1:
+        raise ZooError(f"images must be a uint8 numpy array with a channel axis, got {_describe(images)}")
     if _native is not None:
-        return _native.channel_histogram(np.ascontiguousarray(images), default_threads())
+        contiguous = np.ascontiguousarray(images)  # a local: alive for the whole native call
+        return _native.channel_histogram(contiguous, default_threads())
     c = images.shape[-1]
     flat = images.reshape(-1, c)
     offsets = (np.arange(c, dtype=np.uint16) * 256)[None, :]
@@ -166,12 +292,40 @@ def make_lut(mean, std) -> np.ndarray:
     )
 
 
-def gather_native(src: np.ndarray, index: np.ndarray, params: dict, pad: int, cutout: int,
+def gather_native(src: np.ndarray, index, params: dict, pad: int, cutout: int,
                   lut: np.ndarray | None, channels_last: bool, out: torch.Tensor, threads: int) -> torch.Tensor:
-    """C++ gather into `out` (a preallocated, possibly pinned, B x H x W x C or B x C x H x W tensor)."""
-    _, h, w, _ = src.shape
-    _native.gather(src, np.ascontiguousarray(index, np.int64), params["crop_y"], params["crop_x"], params["flip"],
-                   pad, h, w, params["cut_y"], params["cut_x"], cutout, lut, channels_last, out.numpy(), threads)
+    """C++ gather into `out` (a preallocated, possibly pinned, B x H x W x C or B x C x H x W tensor).
+
+    index and the per-sample params may be lists, any integer dtype or strided views: they are converted here
+    (into locals that outlive the native call). src (the dataset) and out must already be exactly right, since
+    a converted copy would be re-made every batch, or written instead of out. Bad arguments are ZooErrors.
+    """
+    _check_image_array(src, "src", 4, writeable=False)
+    _, h, w, c = src.shape
+    idx = _int_array(index, np.int64, "index")
+    b = len(idx)
+    crop_y = _int_array(params.get("crop_y"), np.int32, "crop_y", b)
+    crop_x = _int_array(params.get("crop_x"), np.int32, "crop_x", b)
+    flip = _int_array(params.get("flip"), np.uint8, "flip", b, allow_bool=True)
+    cut_y = _int_array(params.get("cut_y"), np.int32, "cut_y", b) if cutout else None
+    cut_x = _int_array(params.get("cut_x"), np.int32, "cut_x", b) if cutout else None
+    if lut is not None:
+        lut = np.ascontiguousarray(lut, np.float32)
+        if lut.shape != (c, 256):
+            raise ZooError(f"lut must be C x 256 = ({c}, 256), got shape {lut.shape}")
+    want = (b, h, w, c) if channels_last else (b, c, h, w)
+    dtype = torch.uint8 if lut is None else torch.float32
+    if (not isinstance(out, torch.Tensor) or out.device.type != "cpu" or out.dtype != dtype
+            or tuple(out.shape) != want or not out.is_contiguous()):
+        got = (f"{out.dtype} {tuple(out.shape)} on {out.device}, contiguous={out.is_contiguous()}"
+               if isinstance(out, torch.Tensor) else type(out).__name__)
+        raise ZooError(f"out must be a contiguous CPU {dtype} tensor of shape {want}, got {got}")
+    threads = check_threads(threads)
+    try:
+        _native.gather(src, idx, crop_y, crop_x, flip, pad, h, w, cut_y, cut_x, cutout, lut, channels_last,
+                       out.detach().numpy(), threads)
+    except (ValueError, IndexError, TypeError) as e:  # value checks (index, crop windows) done in C++
+        raise ZooError(f"gather: {e}") from None
     return out.permute(0, 3, 1, 2) if channels_last else out
 
 
