@@ -146,3 +146,18 @@ def test_torch_backend_reads_the_files_ingest_read(tmp_path, data_home):
     xt, yt = collect(Loader(split, 5, shuffle=False, backend="torch"))
     assert torch.equal(yt, yn) and sorted(yn.tolist()) == [0] * 4 + [1] * 4
     assert torch.allclose(xt, xn, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+    ({"num_threads": 0}, "num_threads must be an integer from 1 to"),
+    ({"num_threads": 10**6}, "num_threads must be an integer from 1 to"),
+    ({"prefetch": 0}, "prefetch must be an integer >= 1, got 0"),
+    ({"shard": (2, 2)}, r"shard must be \(rank, world\) with 0 <= rank < world, got \(2, 2\)"),
+    ({"backend": "nativ"}, "did you mean native"),
+])
+def test_loader_options_are_checked(split, kw, match):
+    args = {"batch_size": 64} | kw
+    with pytest.raises(ZooError, match=match):
+        Loader(split, args.pop("batch_size"), **args)

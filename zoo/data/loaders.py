@@ -54,8 +54,11 @@ class Loader:
                  channels_last: bool = False, uint8: bool = False, dtype: torch.dtype = torch.float32,
                  num_threads: int | None = None, prefetch: int = 2, transform: Callable | None = None,
                  indices: np.ndarray | None = None, shard: tuple[int, int] = (0, 1)):
-        if batch_size < 1:
-            raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ZooError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if (not isinstance(shard, tuple) or len(shard) != 2 or not all(isinstance(v, int) for v in shard)
+                or not 0 <= shard[0] < shard[1]):
+            raise ZooError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
         self.data, self.batch_size, self.drop_last, self.seed = data, batch_size, drop_last, seed
         self.augment = Augment.parse(augment)
         self.shuffle = data.split == "train" if shuffle is None else shuffle
@@ -70,8 +73,11 @@ class Loader:
         if transform is not None and backend != "torch":
             raise ZooError("transform= hooks run per sample on the 'torch' backend; pass backend='torch'")
         self.backend, self.channels_last, self.uint8, self.dtype = backend, channels_last, uint8, dtype
-        self.num_threads = num_threads or native.default_threads()
-        self.prefetch, self.transform = max(1, prefetch), transform
+        self.num_threads = native.default_threads() if num_threads is None else \
+            native.check_threads(num_threads, "num_threads")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ZooError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        self.prefetch, self.transform = prefetch, transform
         self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
         self.rank, self.world = shard
         self.epoch = 0
