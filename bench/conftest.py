@@ -38,8 +38,9 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def cifar_like():
-    """The ingested CIFAR-10 train split if present, else a generated split of the same shape."""
+def cifar_like(tmp_path_factory):
+    """The ingested CIFAR-10 train split if present, else a generated split of the same shape. The generated one
+    lives in a temporary cache: a benchmark run must not add a fake dataset to the user's own."""
     from zoo.data import open_split
     from zoo.errors import ZooError
 
@@ -48,7 +49,9 @@ def cifar_like():
     except ZooError:
         from tests.helpers import make_cached_split
 
-        return make_cached_split("bench_cifar", n=4096 if QUICK else 50000, size=32, chans=3)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ZOO_DATA", str(tmp_path_factory.mktemp("bench_data")))
+            return make_cached_split("bench_cifar", n=4096 if QUICK else 50000, size=32, chans=3)
 
 
 def throughput(benchmark, fn, items: int, *, sync=None, rounds: int | None = None, warmup: int = 1) -> float:

@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             note = "" if args.no_verify else f" (verified: {path.name}.verify.json)"
             print(f"{tag}: wrote {path}{note}")
         except (ZooError, ExportError) as e:
-            failed += 1
+            # As in `python -m zoo`: 2 for a bad argument or input file (ZooError), 1 for an export that failed.
+            failed = max(failed, 2 if isinstance(e, ZooError) else 1)
             print(f"error: {e}" if name in str(e) else f"error: {name}: {e}", file=sys.stderr)  # name it once
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def test_info_and_list():
 
 def test_ingest_cli_and_errors(tmp_path, data_home):
     write_mnist(tmp_path / "m")
-    out = run_cli("-m", "zoo", "ingest", "mnist", "--root", str(tmp_path / "m"), env={"ZOO_DATA": str(data_home)})
-    assert "mnist/train: 200 images" in out.stdout
+    out = run_cli("-m", "zoo", "ingest", "mnist", "--root", str(tmp_path / "m"), "--allow-partial",
+                  env={"ZOO_DATA": str(data_home)})  # 200 of MNIST's 60000 images: marked partial
+    assert "mnist/train: 200 images" in out.stdout and "PARTIAL (published: 60000)" in out.stdout
     bad = run_cli("-m", "zoo", "ingest", "mnist", "--root", str(tmp_path / "nope"), check=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("-m", "zoo", "train", "lenet7", "--dataset", "mnist", check=False)

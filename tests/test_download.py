@@ -46,7 +46,7 @@ def test_download_unpack_ingest_once(cifar_mirror, tmp_path, data_home, monkeypa
     assert not (root / "cifar-10-python.tar.gz").exists()  # unpacked, then removed
     record = json.loads((root / D.RECORD).read_text())["cifar-10-python.tar.gz"]
     assert record["md5"] == md5 and record["url"].startswith(f"file://{cifar_mirror}")
-    ingest("cifar10", root, progress=False)
+    ingest("cifar10", root, progress=False, allow_partial=True)  # a generated archive: fewer images than published
     s = open_split("cifar10", "train")
     assert len(s) == 100 and s.classes[0] == "airplane"
     (cifar_mirror / "cifar-10-python.tar.gz").unlink()
@@ -84,7 +84,7 @@ def test_mnist_files_kept_as_gz(tmp_path, data_home, monkeypatch, capsys):
     root = D.download("mnist", tmp_path / "dl", progress=False)
     assert "no published checksum" in capsys.readouterr().out
     assert sorted(p.name for p in root.glob("*.gz")) == names  # read as they are
-    ingest("mnist", root, progress=False)
+    ingest("mnist", root, progress=False, allow_partial=True)  # generated files: fewer images than published
     assert len(open_split("mnist", "train")) == 200 and len(open_split("mnist", "test")) == 100
 
 

@@ -103,6 +103,31 @@ def test_sigkill_resume_is_bit_identical(gen, tmp_path):
     a, b = load_state_dict(tmp_path / "full" / "model.safetensors"), load_state_dict(tmp_path / "killed" /
                                                                                      "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name, key in (("log.jsonl", "epoch"), ("steps.jsonl", "step")):  # each epoch and step logged once
+        rows = [[json.loads(x)[key] for x in (tmp_path / run / name).read_text().splitlines()]
+                for run in ("full", "killed")]
+        assert rows[1] == rows[0] and len(set(rows[0])) == len(rows[0]), name
+    assert not [p.name for p in (tmp_path / "killed").iterdir() if ".tmp" in p.name]  # no temp file of the kill
+
+
+def test_resume_logs_each_epoch_and_step_once(gen, tmp_path):
+    """A run killed in epoch 2 after some of its steps (and a torn line) reached the logs: --resume cuts the logs back
+    to the checkpoint, so they read exactly like an uninterrupted run's."""
+    kw = dict(batch_size=32, progress=False, evaluate_test=False)
+    train("mlp2", "gen", "adam", epochs=2, out_dir=tmp_path / "full", **kw)
+    out = tmp_path / "killed"
+    train("mlp2", "gen", "adam", epochs=1, out_dir=out, **kw)
+    with open(out / "steps.jsonl", "a") as f:  # what the killed epoch 2 had flushed
+        f.write(json.dumps({"epoch": 1, "step": 30, "loss": 9.0, "lr": 0.1}) + "\n" + '{"epoch": 1, "st')
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "train_loss": 9.0}) + "\n")
+    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")  # the killed run's temp checkpoint
+    train("mlp2", "gen", "adam", epochs=2, out_dir=out, resume=True, **kw)
+    for name, key in (("log.jsonl", "epoch"), ("steps.jsonl", "step")):
+        rows = [[json.loads(x)[key] for x in (tmp_path / run / name).read_text().splitlines()]
+                for run in ("full", "killed")]
+        assert rows[1] == rows[0] and len(set(rows[0])) == len(rows[0]), name
+    assert not (out / ".checkpoint.pt.abc123.tmp").exists()
 
 
 def test_weight_ema_is_the_decayed_average_of_weights_and_bn_statistics():
@@ -135,7 +160,7 @@ def test_ema_ships_the_average_and_resumes_exactly(gen, tmp_path):
     part = train("lenet5_bn", "gen", "adam", epochs=2, out_dir=tmp_path / "part", resume=True, **kw)
     a, b = load_state_dict(full.weights), load_state_dict(part.weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a[k], ck["ema"][k]) for k in a)  # what ships is the average...
     assert not all(torch.equal(a[k], ck["model"][k]) for k in a if a[k].is_floating_point())  # ...not the last step
     m = zoo.load(full.weights)
@@ -146,16 +171,47 @@ def test_ema_ships_the_average_and_resumes_exactly(gen, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+class _Payload:
+    """Pickles as a call of os.system: what a crafted checkpoint.pt would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["resume", "init"])
+def test_pickle_payload_in_checkpoint_never_runs(gen, tmp_path, where):
+    """--resume and --init torchvision: read checkpoints with weights_only=True: a pickle payload is refused with
+    one ZooError naming the file, and its code never runs."""
+    marker = tmp_path / "pwned"
+    out = tmp_path / "run"
+    out.mkdir()
+    ck = out / "checkpoint.pt"
+    torch.save({"model": {}, "epoch": 0, "evil": _Payload(marker)}, ck)
+    with pytest.raises(ZooError, match=r"checkpoint\.pt: not a readable tensor file; refused"):
+        if where == "resume":
+            train("lenet5", "gen", "adam", epochs=1, out_dir=out, progress=False, resume=True)
+        else:
+            train("lenet5", "gen", "adam", epochs=1, out_dir=tmp_path / "other", progress=False,
+                  init=f"torchvision:{ck}")
+    assert not marker.exists()
+    torch.save([1, 2], ck)  # loadable, but not a checkpoint: also one clear error
+    with pytest.raises(ZooError, match="expected a dict of tensors, found list"):
+        train("lenet5", "gen", "adam", epochs=1, out_dir=out, progress=False, resume=True)
+
+
 def test_nan_loss_stops_and_keeps_checkpoint(gen, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train("mlp2", "gen", "adam", epochs=1, out_dir=out, progress=False, evaluate_test=False)
-    good = torch.load(out / "checkpoint.pt", weights_only=False)
+    good = torch.load(out / "checkpoint.pt", weights_only=True)
     import zoo.engine as engine
 
     monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(NaNLossError, match="checkpoint.pt"):
         train("mlp2", "gen", "adam", epochs=2, out_dir=out, progress=False, resume=True)
-    kept = torch.load(out / "checkpoint.pt", weights_only=False)
+    kept = torch.load(out / "checkpoint.pt", weights_only=True)
     assert kept["epoch"] == good["epoch"] == 0
 
 
@@ -319,7 +375,7 @@ def test_coarse_label_training_is_its_own_entry(data_home, tmp_path, monkeypatch
     from .helpers import write_cifar100
 
     write_cifar100(tmp_path / "c100", n=200)
-    ingest("cifar100", tmp_path / "c100", progress=False)
+    ingest("cifar100", tmp_path / "c100", progress=False, allow_partial=True)  # 200 of the published 50000
     r = train("mlp2", "cifar100", "adam", epochs=1, batch_size=50, labels="coarse", out_dir=tmp_path / "run",
               progress=False)
     assert r.test is not None and len(r.test.classes) == 20  # evaluated on the labels it learned

@@ -129,7 +129,7 @@ def test_cli_onnx_and_torchscript(tmp_path):
         assert "wrote" in p.stdout
     assert (tmp_path / "lenet5.cifar10.onnx").exists() and (tmp_path / "lenet5.cifar10.pt.verify.json").exists()
     bad = run_cli("-m", "export", "onnx", "lenet6", "--out", str(tmp_path), check=False)
-    assert bad.returncode == 1 and "lenet5" in bad.stderr
+    assert bad.returncode == 2 and "lenet5" in bad.stderr  # a usage error: the same rc as python -m zoo
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--opset", "3", check=False)
     assert bad.returncode == 2 and "opset" in bad.stderr
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--batch", "0", check=False)

@@ -1,10 +1,11 @@
-"""python -m zoo {info,list,ingest,train,eval,experiment,demo,publish}."""
+"""python -m zoo {info,list,ingest,train,eval,experiment,demo,publish,weights}."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", help="keep only these comma-separated classes, labels in this order (any format; "
                    "ingest under a new name, e.g. cifar10_5)")
     s.add_argument("--threads", type=int, help="decoder threads (default: all cores)")
+    s.add_argument("--allow-partial", action="store_true",
+                   help="mnist, cifar10, ... with fewer images than published: cache them marked partial (meta.json, "
+                        "and every weights file trained on them) instead of refusing")
 
     s = sub.add_parser("train", help="train a model with a named recipe")
     s.add_argument("name", help="registered model name")
@@ -86,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     _add_recipe_args(s)
     s.add_argument("--out", help="run directory (default: runs/NAME.DATASET)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in OUT (model.safetensors, result.json); without it (or --resume) "
+                        "such a folder is refused")
     s.add_argument("--init", help="torchvision:PATH (ImageNet ResNet-18 state dict), zoo:TAG, or xavier")
     s.add_argument("--train-last", type=int, help="freeze all but the last K stages")
     s.add_argument("--train-subset", type=int, help="keep N training images per class")
@@ -109,9 +116,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", help="comma-separated backends to compare, e.g. torch,torchscript,onnxruntime")
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch-size", type=int, default=1024)
-    s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--tta", action="store_true",
+                   help="also report flip test-time augmentation's top-1 (the average of each image's and its "
+                        "mirror's logits) as its own figure; top-1 stays single-view; refused for digits")
     s.add_argument("--labels", choices=["fine", "coarse"], help="CIFAR-100 label set (default: the model's own)")
-    s.add_argument("--out", help="report directory (default: reports/TAG)")
+    s.add_argument("--out", help="report directory (default: reports/TAG for a tag; reports/TAG-onnx, "
+                   "-torchscript or -safetensors for a file); an earlier report there is replaced whole (its figures "
+                   "too), other files are kept")
     s.add_argument("--run-log", help="a run's log.jsonl to plot training curves from")
     s.add_argument("--no-figures", action="store_true", help="JSON/Markdown/HTML without t-SNE and activations")
 
@@ -244,19 +255,21 @@ def cmd_ingest(a) -> int:
     elif a.mirror:
         raise ZooError("--mirror goes with --download")
     opts = {}
-    if a.resize:
+    if a.resize is not None:  # --resize 0 is refused by ingest, not silently ignored
         opts["resize"] = a.resize
     if a.classes:
         opts["classes"] = a.classes.split(",")
-    if a.threads:
+    if a.threads is not None:
         opts["threads"] = a.threads
-    done = ingest(a.dataset, a.root, splits=a.splits.split(",") if a.splits else None, force=a.force, **opts)
+    done = ingest(a.dataset, a.root, splits=a.splits.split(",") if a.splits else None, force=a.force,
+                  allow_partial=a.allow_partial, **opts)
     for split, path in done.items():
         s = open_split(a.dataset, split)
         m = s.meta
         skipped = f", {m['skipped_non_images']} non-image files skipped" if m.get("skipped_non_images") else ""
+        partial = f", PARTIAL (published: {m['published_samples']})" if m.get("partial") else ""
         print(f"{a.dataset}/{split}: {len(s)} images {tuple(m['shape'])}, {len(s.classes)} classes, "
-              f"mean {m['mean']} std {m['std']}{skipped} -> {path}")
+              f"mean {m['mean']} std {m['std']}{skipped}{partial} -> {path}")
     return 0
 
 
@@ -272,7 +285,8 @@ def cmd_train(a) -> int:
     res = train(a.name, a.dataset, a.recipe, epochs=a.epochs, out_dir=a.out, device=a.device, seed=a.seed,
                 resume=a.resume, init=a.init, train_last=a.train_last, train_subset=a.train_subset,
                 compile=a.compile, bf16=a.bf16, channels_last=a.channels_last, tensorboard=a.tensorboard,
-                progress=not a.no_progress, fp16_weights=a.fp16_weights, labels=a.labels, **over)
+                progress=not a.no_progress, fp16_weights=a.fp16_weights, labels=a.labels, overwrite=a.overwrite,
+                **over)
     last = res.history[-1] if res.history else {}
     first = res.history[0].get("first_step_seconds") if res.history else None
     warm = f" (first step, incl. compile/autotune: {first:.1f} s)" if first is not None else ""
@@ -320,12 +334,20 @@ def cmd_eval(a) -> int:
     if comparison:
         for row in comparison["rows"]:
             print("  " + "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    out = Path(a.out or Path("reports") / (results[0].model.replace("/", "_")))
+    from .report import default_report_dir, replaced_note
+
+    # Each source (registry tag, exported file, weights file) has its own default folder: an .onnx file's report
+    # must not silently replace the registry model's; where one still replaces another (--out), it says so.
+    out = Path(a.out) if a.out else default_report_dir(results[0].model, src)
+    source = {"model": str(src), "backends": [r.backend for r in results]}
+    note = replaced_note(out, source)
     run_log = a.run_log
     if run_log is None and Path(src).suffix == ".safetensors" and (Path(src).parent / "log.jsonl").exists():
         run_log = Path(src).parent / "log.jsonl"  # a run directory: plot its training curves
     files = eval_report(results, out, model=None if a.no_figures else model, run_log=Path(run_log) if run_log else None,
-                        comparison=comparison)
+                        comparison=comparison, source=source)
+    if note:
+        print(note)
     print(f"report: {files['html']}  ({files['md'].name}, {files['json'].name})")
     return 0
 
@@ -356,7 +378,8 @@ def cmd_demo(a) -> int:
     elif not a.root:
         raise ZooError("demo: give --root DIR (MNIST's IDX files or PNG folders) or --download")
     ingest("mnist", a.root)
-    res = train("lenet5", "mnist", "fast_lenet", epochs=a.epochs, out_dir=out / "run")
+    # The demo remakes its whole output folder each time it runs (the engine prints that it replaced the run).
+    res = train("lenet5", "mnist", "fast_lenet", epochs=a.epochs, out_dir=out / "run", overwrite=True)
     model = res.model.cpu().eval()
     results = [evaluate(model, "mnist", backend=b) for b in ("torch", "torchscript", "onnxruntime")]
     for r in results:
@@ -391,9 +414,21 @@ def _recipe_label(rec: dict, epochs_run) -> str:
     return ", ".join([str(rec.get("name") or "custom"), f"{epochs_run} ep", *changed, *run])
 
 
+_format_warning = warnings.formatwarning
+
+
+def _cli_warning(message, category, filename, lineno, line=None):
+    """zoo's own warnings (a bare name's dataset, a far-off image, non-finite weights) read as one 'warning:' line
+    on the command line; other libraries' keep Python's format, which says where they come from."""
+    if category is UserWarning and Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     from export import ExportError
 
+    warnings.formatwarning = _cli_warning
     args = parser().parse_args(argv)
     try:
         return globals()[f"cmd_{args.cmd}"](args)

@@ -17,14 +17,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import Augment, Loader, open_split
+from .data.cache import partial_splits
 from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temps
 from .recipes import Recipe, default_recipe, get_recipe
 
 
 class NaNLossError(ZooError):
     pass
+
+
+MAX_SEED = 2**32 - 1  # what numpy's and torch's generators both accept
 
 
 @dataclass
@@ -154,8 +158,10 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
     if kind == "torchvision":
         if not Path(ref).exists():
             raise ZooError(f"--init torchvision:{ref}: file not found")
-        state = torch.load(ref, map_location="cpu", weights_only=True)
+        state = load_tensors(Path(ref), what="--init torchvision:")
         state = state.get("state_dict", state)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ZooError(f"--init torchvision:{ref}: not a state dict (a mapping of names to tensors)")
     elif kind == "zoo":
         from .weights import load
 
@@ -189,6 +195,26 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
         model.reset_classifier(num_classes)
 
 
+# What --resume reads back from checkpoint.pt (written at the end of each epoch below).
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "epoch", "history", "best", "bad_epochs", "model_name",
+                             "num_classes"})
+
+
+def load_tensors(path: Path, *, what: str, map_location="cpu") -> Any:
+    """torch.load restricted to tensors and plain containers (weights_only=True): a checkpoint or state dict is data,
+    and a pickle payload in one must never run. Anything torch refuses or cannot read is one ZooError naming it."""
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZooError(f"{what}{path}: not a readable tensor file; refused ({first})") from None
+    if not isinstance(obj, dict):
+        raise ZooError(f"{what}{path}: expected a dict of tensors, found {type(obj).__name__}; refused")
+    return obj
+
+
 def _atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -198,20 +224,39 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
           init: str | None = None, train_last: int | None = None, train_subset: int | None = None,
           compile: bool | None = None, channels_last: bool | None = None, bf16: bool | None = None,
           tensorboard: bool = False, progress: bool = True, evaluate_test: bool = True, fp16_weights: bool = False,
-          labels: str = "fine", **overrides) -> TrainResult:
+          labels: str = "fine", overwrite: bool = False, **overrides) -> TrainResult:
     """Train a registered model (or any ZooModel) on an ingested dataset; returns the trained model,
-    its history and its test evaluation. Writes log.jsonl, curves.png, checkpoint.pt and model.safetensors."""
+    its history and its test evaluation. Writes log.jsonl, curves.png, checkpoint.pt and model.safetensors.
+    An out_dir holding a finished run (model.safetensors or result.json) is refused unless resume=True (continue
+    it) or overwrite=True (replace it: its outputs are removed when the new run starts)."""
     from .evaluation import evaluate
     from .weights import save_weights
 
     if recipe is None:
         recipe = default_recipe(model_or_name) if isinstance(model_or_name, str) else "adam"
     rec = get_recipe(recipe, epochs=epochs, **overrides)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+        # numpy's generators refuse negative seeds and torch's those past 2**64 (tracebacks, deep in a run): one
+        # range both take, checked before anything is read or written. Also the Python API's entry.
+        raise ZooError(f"--seed {seed!r}: must be an integer in 0..{MAX_SEED} (2**32 - 1)")
+    seed = int(seed)
     commit = git_commit()  # the code this run trains with: read now, not when a run of hours ends
     for arg, value in (("train_last", train_last), ("train_subset", train_subset)):
         if value is not None and value < 1:  # a negative N-per-class would slice off the last N images instead
             raise ZooError(f"--{arg.replace('_', '-')} must be >= 1, got {value} (leave it out to train every stage "
                            "on every image)")
+    # A finished run is never replaced silently (re-running into the default runs/MODEL.DATASET would overwrite a
+    # trained model): checked first, before any data is opened or anything is written.
+    run_name = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "zoo_name",
+                                                                            type(model_or_name).__name__)
+    out = Path(out_dir or Path("runs") / (f"{run_name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")))
+    finished = [f for f in ("model.safetensors", "result.json") if (out / f).exists()]
+    if resume and overwrite:
+        raise ZooError("--resume and --overwrite (resume=True, overwrite=True) contradict each other: --resume "
+                       "continues the run in the out dir, --overwrite replaces it; pass one")
+    if finished and not (resume or overwrite):
+        raise ZooError(f"--out {out} holds a finished run ({', '.join(finished)}); pass --resume to continue it, "
+                       "--overwrite to replace it (overwrite=True in Python), or another --out")
     rank, world, opened_group = _dist()
     try:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -262,8 +307,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                             channels_last=channels_last, indices=None if has_val else val_idx)
 
     tag = f"{name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")  # a coarse-label model is another entry
-    out = Path(out_dir or Path("runs") / tag)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # `out` was chosen (and checked) on entry
     ckpt_path = out / "checkpoint.pt"
     opt = make_optimizer(rec, model, fused=cuda)  # one fused kernel per step on CUDA
     steps_per_epoch = len(train_loader)
@@ -272,7 +316,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
     ema_state = None
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        ck = load_tensors(ckpt_path, what="--resume: ", map_location=dev)
+        if CHECKPOINT_KEYS - ck.keys():
+            raise ZooError(f"{ckpt_path}: not a zoo checkpoint (missing {sorted(CHECKPOINT_KEYS - ck.keys())}); "
+                           "use another --out or drop --resume")
         if ck["model_name"] != name or ck["num_classes"] != len(data.classes):
             raise ZooError(f"{ckpt_path}: checkpoint is for {ck['model_name']} with {ck['num_classes']} classes, "
                            f"not {name} with {len(data.classes)}; use another --out or drop --resume")
@@ -287,10 +334,18 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         start_epoch, history, best, bad_epochs = ck["epoch"] + 1, ck["history"], ck["best"], ck["bad_epochs"]
         train_seconds = ck.get("train_seconds", 0.0)
         ema_state = ck.get("ema")
+        if rank == 0:
+            remove_stale_temps(out)  # a temp checkpoint of the killed run: this run takes the folder over
+            _trim_logs(out, ck["epoch"], history)
     elif rank == 0:
         if resume:  # restart scripts can always pass --resume: the first run starts fresh, and says so
             print(f"note: --resume: no checkpoint at {ckpt_path}; starting from scratch")
-        for f in ("log.jsonl", "steps.jsonl"):
+        if overwrite and finished:
+            # Removed as the new run starts, not as it ends: a failed run must not leave the old model beside its
+            # own logs, as if it had produced it.
+            print(f"note: --overwrite: replacing the finished run in {out}")
+        old = ("model.safetensors", "result.json", "curves.png", "checkpoint.pt") if overwrite and finished else ()
+        for f in ("log.jsonl", "steps.jsonl", *old):
             (out / f).unlink(missing_ok=True)
 
     ema = WeightEMA(model, rec.ema) if rec.ema else None  # after resume: it starts from the weights trained on
@@ -357,6 +412,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if not math.isfinite(train_loss):
             raise NaNLossError(f"loss became {train_loss} in epoch {epoch + 1}; the last good checkpoint is "
                                f"{ckpt_path if ckpt_path.exists() else '(none yet)'}; lower the LR")
+        # The loss is measured before each step: the last step can still turn the weights into NaN/inf, which
+        # would be checkpointed and shipped. Checked before the checkpoint is written.
+        _check_finite_weights(model, ema, f"after epoch {epoch + 1}", ckpt_path)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": float(correct) / seen,
                "lr": sched.get_last_lr()[0], "epoch_seconds": epoch_time, "images_per_s": seen * world / epoch_time}
         if epoch == start_epoch:
@@ -364,6 +422,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if rank == 0:
             if val_loader is not None:
                 row["val_loss"], row["val_acc"] = _validate(ema.module if ema else model, val_loader, bf16, dev)
+                if not math.isfinite(row["val_loss"]):  # finite weights, overflowing outputs: as broken
+                    raise NaNLossError(f"validation loss became {row['val_loss']} in epoch {epoch + 1}; the last "
+                                       f"good checkpoint is {ckpt_path if ckpt_path.exists() else '(none yet)'}; "
+                                       "lower the LR")
             history.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush(), steps_log.flush()
@@ -406,6 +468,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
             "bf16": bf16, "channels_last": channels_last,
             "torch": torch.__version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
         }
+        partial = partial_splits(dataset)
+        if partial:  # cached from a partial copy (ingest --allow-partial): what is measured here must say so
+            meta["partial_data"] = partial
         model.zoo_meta = meta
         if fp16_weights:
             # Measure the weights that ship: the manifest's metrics must be what `zoo.load(tag)` gives users, and
@@ -417,7 +482,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if evaluate_test:
             try:
                 result_test = evaluate(model, dataset, device=str(dev), batch_size=1024, labels=labels,
-                                       report_flip_tta=flip_ok)
+                                       tta=flip_ok)  # top1 stays single-view; flip TTA is its own figure
                 meta["metrics"] = {"top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
                                    "top1_flip_tta": result_test.top1_flip_tta,
                                    "macro_f1": result_test.macro["f1"], "split": "test",
@@ -425,6 +490,10 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
                                    "evaluated_with": "zoo.evaluate, backend torch"}
             except ZooError as e:
                 print(f"note: no test evaluation: {e}")
+        _check_finite_weights(model, None, "as saved" + (" (rounded to fp16)" if fp16_weights else ""), ckpt_path)
+        if result_test is not None and not math.isfinite(result_test.loss):  # a number printed with rc 0: never
+            raise NaNLossError(f"test loss is {result_test.loss}: the trained model's outputs overflow; no "
+                               f"{weights.name} written (last checkpoint: {ckpt_path}); lower the LR")
         meta = save_weights(model, weights, meta, fp16=fp16_weights)
         model.zoo_meta = meta
         (out / "result.json").write_text(json.dumps({"meta": meta, "history": history}, indent=1))
@@ -439,6 +508,38 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
         if opened_group:
             torch.distributed.destroy_process_group()
     return TrainResult(model, out, weights, history, result_test, train_seconds)
+
+
+def _trim_logs(out: Path, last_epoch: int, history: list[dict]) -> None:
+    """Cut log.jsonl/steps.jsonl back to what the checkpoint holds, so each epoch and step appears once after a kill
+    and --resume: the killed epoch's steps (and a half-written last line) would otherwise be logged twice. The
+    checkpoint's history is the epoch log; steps are kept up to the checkpoint's epoch."""
+    atomic_write(out / "log.jsonl", lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in history)))
+    steps = out / "steps.jsonl"
+    if not steps.exists():
+        return
+    kept = []
+    for line in steps.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed run
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last_epoch:
+            kept.append(line + "\n")
+    atomic_write(steps, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def _check_finite_weights(model: nn.Module, ema, when: str, ckpt_path: Path) -> None:
+    """NaNLossError naming the first non-finite tensors of the model (or of its --ema average): such weights must
+    reach neither checkpoint.pt nor model.safetensors."""
+    for what, m in (("weights", model), ("weight average (--ema)", ema.module if ema else None)):
+        if m is None:
+            continue
+        bad = [n for n, t in m.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NaNLossError(f"the model's {what} hold NaN/inf {when} ({', '.join(bad[:3])}"
+                               f"{', ...' if len(bad) > 3 else ''}); nothing saved; the last good checkpoint is "
+                               f"{ckpt_path if ckpt_path.exists() else '(none yet)'}; lower the LR or clip gradients")
 
 
 def _validate(model, loader, bf16, dev) -> tuple[float, float]:

@@ -42,8 +42,10 @@ def run_experiment(family: str, dataset: str, *, epochs: int | None = None, out_
     rows, curves, per_class, cms = [], {}, {}, []
     for label, model, recipe, over in EXPERIMENTS[family]:
         slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+        # The runs are the report's own working files: a re-run of the experiment retrains and replaces them
+        # (the engine prints a note for each), as it replaces the report.
         res = train(model, dataset, recipe, epochs=epochs, out_dir=out / "runs" / slug, device=device, seed=seed,
-                    progress=progress, **over, **overrides)
+                    progress=progress, overwrite=True, **over, **overrides)
         t = res.test
         rows.append({"variant": label, "model": model, "recipe": recipe, "epochs": len(res.history),
                      "test_top1": t.top1, "macro_f1": t.macro["f1"], "test_loss": t.loss,
