@@ -1,10 +1,12 @@
 """Trained weights: safetensors files described by one JSON manifest.
 
-A tag is `name.dataset` (or `name`, meaning the model's default dataset). Files are looked up
-next to the manifest (the package's `zoo/weights/`), then in `$ZOO_HOME/weights`
-(default `~/.cache/zoo/weights`), then downloaded from the entry's URL (or `$ZOO_WEIGHTS_URL/<file>`)
-with the sha256 checked before the file is moved into place. `$ZOO_MANIFEST` points at another
-manifest (used by tests and private model stores).
+A tag is `name.dataset` (or `name`, meaning the model's default dataset). The zoo wheel ships the manifest and the
+small files only; the large ones are the `zoo-weights` distribution (zoo/weights/pyproject.toml) or are fetched on
+first use. A file is looked up, in this order: next to the manifest (the package's `zoo/weights/`; in a checkout
+every file is there), in `$ZOO_HOME/weights` (default `~/.cache/zoo/weights`), in the installed `zoo-weights`
+distribution, then downloaded from `$ZOO_WEIGHTS_URL/<file>` or the entry's URL into `$ZOO_HOME/weights`, with
+the sha256 checked before the file is moved into place. Every copy, wherever found, is sha256-checked before use.
+`$ZOO_MANIFEST` points at another manifest (used by tests and private model stores).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -67,35 +70,173 @@ def resolve_tag(tag: str) -> str:
     return full
 
 
-def weights_file(tag: str) -> tuple[Path, dict[str, Any]]:
-    """Local path of the (hash-verified) weights file for a full tag, downloading it if needed."""
-    entry = read_manifest()[tag]
+WEIGHTS_DIST = "zoo-weights"  # the distribution holding the large files (zoo/weights/pyproject.toml)
+WEIGHTS_DIST_PACKAGE = "zoo_weights"  # its package folder in site-packages
+
+
+def _dist_copy(name: str) -> Path | None:
+    """The installed zoo-weights distribution's copy of `name` (a plain file name), or None.
+
+    Found from the distribution's RECORD through importlib.metadata: nothing is imported, so no code of whatever
+    happens to be called `zoo_weights` on sys.path runs; the file is then sha256-checked like any other copy."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(WEIGHTS_DIST)
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.parts == (WEIGHTS_DIST_PACKAGE, name):  # an exact match: a RECORD line cannot point elsewhere
+            path = Path(dist.locate_file(f))
+            return path if path.is_file() else None
+    return None
+
+
+def copies(tag: str, entry: dict[str, Any] | None = None) -> list[tuple[str, Path]]:
+    """The existing copies of a tag's weights file, in lookup order, as (where, path); where is "package" (next to
+    the manifest), "ZOO_HOME" or "zoo-weights". Not hash-checked: `weights_file` and `verify` do that."""
+    entry = entry or read_manifest()[tag]
     # The manifest is data (a $ZOO_MANIFEST may come from anyone): its `file` names a file inside each store.
     what = f"manifest entry {tag}: file"
-    local = [contained(manifest_path().parent, entry["file"], what=what),
-             contained(zoo_home() / "weights", entry["file"], what=what)]
-    path = next((p for p in local if p.exists()), None)
-    if path is None:
-        base = os.environ.get("ZOO_WEIGHTS_URL")
-        url = entry.get("url") or (f"{base.rstrip('/')}/{entry['file']}" if base else None)
-        if not url:
-            raise ZooError(
-                f"weights file {entry['file']} for {tag} is not installed and the manifest has no URL "
-                f"(looked in {local[0].parent} and {local[1].parent}; set ZOO_WEIGHTS_URL to a mirror)"
-            )
-        path = local[1]
-        # The manifest declares the size: a server sending more is cut off just past it (the sha256 check would
-        # refuse such a file anyway; the cap stops an endless body before it fills the disk).
-        size = entry.get("size")
-        download(url, path, entry["sha256"], what="weights",
-                 max_bytes=size + (1 << 20) if isinstance(size, int) and size > 0 else 4 << 30)
+    found = [(where, p) for where, p in (("package", contained(manifest_path().parent, entry["file"], what=what)),
+                                          ("ZOO_HOME", contained(zoo_home() / "weights", entry["file"], what=what)))
+             if p.is_file()]
+    dist = _dist_copy(entry["file"])
+    return found + ([("zoo-weights", dist)] if dist is not None else [])
+
+
+def download_url(entry: dict[str, Any]) -> str | None:
+    """Where a missing file is downloaded from: `$ZOO_WEIGHTS_URL/<file>` (a mirror the user configured wins over
+    the manifest's default), else the entry's `url`, else None."""
+    base = os.environ.get("ZOO_WEIGHTS_URL")
+    return f"{base.rstrip('/')}/{entry['file']}" if base else (entry.get("url") or None)
+
+
+def missing_message(tag: str, entry: dict[str, Any]) -> str:
+    """The one error for a file found nowhere: the tag, the file, where zoo looked and the commands that get it."""
+    dist = "the zoo-weights distribution" + (" (not installed)" if not _dist_installed() else "")
+    return (f"weights file {entry['file']} for {tag} is not installed (looked in {manifest_path().parent}, "
+            f"{zoo_home() / 'weights'} and {dist}) and no download URL is configured (ZOO_WEIGHTS_URL or the "
+            f"manifest's url); get it with: python -m zoo weights pull {tag} --from DIR_OR_URL (a zoo checkout's "
+            "zoo/weights folder or a mirror), or install every large file with: "
+            "pip install --no-build-isolation ./zoo/weights (in a zoo checkout)")
+
+
+def _dist_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(WEIGHTS_DIST)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _source_url(source: str, tag: str, entry: dict[str, Any]) -> str:
+    """`--from DIR_OR_URL` as the URL of this entry's file: a base URL (http, https, file) gets `/<file>`; a folder
+    must hold the file."""
+    if "://" in source:
+        scheme = source.split("://", 1)[0].lower()
+        if scheme not in ("http", "https", "file"):
+            raise ZooError(f"--from {source!r}: only http://, https:// and file:// URLs (or a folder) are supported")
+        return f"{source.rstrip('/')}/{entry['file']}"
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise ZooError(f"--from {source!r} is neither a folder nor an http(s):// or file:// URL")
+    path = contained(folder, entry["file"], what=f"manifest entry {tag}: file")
+    if not path.is_file():
+        raise ZooError(f"--from {source}: no {entry['file']} there (needed for {tag})")
+    return path.resolve().as_uri()
+
+
+def _fetch(url: str, tag: str, entry: dict[str, Any], *, progress: bool) -> Path:
+    """Download a file into $ZOO_HOME/weights: sha256-checked before the atomic move, nothing left on failure."""
+    dest = contained(zoo_home() / "weights", entry["file"], what=f"manifest entry {tag}: file")
+    # The manifest declares the size: a server sending more is cut off just past it (the sha256 check would
+    # refuse such a file anyway; the cap stops an endless body before it fills the disk).
+    size = entry.get("size")
+    download(url, dest, entry["sha256"], what="weights", progress=progress,
+             max_bytes=size + (1 << 20) if isinstance(size, int) and size > 0 else 4 << 30)
+    return dest
+
+
+def _check(path: Path, tag: str, entry: dict[str, Any], where: str) -> Path:
     got = sha256_file(path)
     if got != entry["sha256"]:
-        raise ZooError(
-            f"weights file {path} has sha256 {got} but the manifest expects {entry['sha256']}; "
-            "the file is corrupt or was replaced; delete it and retry"
-        )
-    return path, entry
+        fix = ("reinstall the zoo-weights distribution built with this zoo's manifest, or run "
+               f"python -m zoo weights pull {tag} --from DIR_OR_URL after removing the distribution"
+               if where == "zoo-weights" else "delete it and retry")
+        raise ZooError(f"weights file {path} has sha256 {got} but the manifest expects {entry['sha256']}; "
+                       f"the file is corrupt or was replaced; {fix}")
+    return path
+
+
+def weights_file(tag: str, *, progress: bool | None = None) -> tuple[Path, dict[str, Any]]:
+    """Local path of the (hash-verified) weights file for a full tag, downloading it if needed (with a progress bar
+    when `progress`, default: when stderr is a terminal)."""
+    entry = read_manifest()[tag]
+    found = copies(tag, entry)
+    if found:
+        where, path = found[0]
+        return _check(path, tag, entry, where), entry
+    url = download_url(entry)
+    if not url:
+        raise ZooError(missing_message(tag, entry))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return _check(_fetch(url, tag, entry, progress=progress), tag, entry, "ZOO_HOME"), entry
+
+
+def _select(patterns: list[str], entries: dict[str, Any]) -> list[str]:
+    """Manifest tags named by `patterns` (exact tags or wildcards such as 'resnet*'), in the order given."""
+    import fnmatch
+
+    out: list[str] = []
+    for p in patterns:
+        hits = [t for t in entries if fnmatch.fnmatchcase(t, p)] if any(c in p for c in "*?[") else [p]
+        if not hits or hits[0] not in entries:
+            raise ZooError(f"no weights match {p!r}; {suggest(p, entries, 'manifest tags')}")
+        out += [t for t in hits if t not in out]
+    return out
+
+
+def pull(tags: list[str] | None = None, *, source: str | None = None, progress: bool = True,
+         echo=None) -> list[tuple[str, str, Path]]:
+    """Make the named tags' files (None: every manifest entry) available offline: each one whose first copy already
+    verifies is kept; the others are fetched from `source` (a folder such as a checkout's zoo/weights, or an
+    http(s)/file:// base URL; default: `$ZOO_WEIGHTS_URL` or the entry's url) into `$ZOO_HOME/weights`,
+    sha256-checked before the atomic move. Returns (tag, "installed" | "pulled", path) for each tag; `echo(row)`
+    is called with each one as it is done. The first failure stops with one ZooError; files pulled before it stay (each is
+    complete and verified)."""
+    entries = read_manifest()
+    todo = list(entries) if tags is None else _select(tags, entries)
+    done = []
+    for tag in todo:
+        entry = entries[tag]
+        found = copies(tag, entry)
+        if found and sha256_file(found[0][1]) == entry["sha256"]:
+            row = (tag, "installed", found[0][1])
+        else:
+            if found and found[0][0] != "ZOO_HOME":  # a pulled file would be shadowed by the bad copy
+                _check(found[0][1], tag, entry, found[0][0])
+            # A bad copy in $ZOO_HOME/weights is what a pull replaces (atomically, only by a verified file).
+            url = _source_url(source, tag, entry) if source else download_url(entry)
+            if not url:
+                if found:  # nowhere to get a good copy from: the error is what is wrong with the one there is
+                    _check(found[0][1], tag, entry, found[0][0])
+                raise ZooError(missing_message(tag, entry))
+            row = (tag, "pulled", _fetch(url, tag, entry, progress=progress))
+        done.append(row)
+        if echo:
+            echo(row)
+    return done
+
+
+def verify() -> list[tuple[str, str, Path, bool]]:
+    """sha256 of every installed copy of every manifest entry: (tag, where, path, matches) per copy."""
+    entries = read_manifest()
+    return [(tag, where, path, sha256_file(path) == e["sha256"])
+            for tag, e in entries.items() for where, path in copies(tag, e)]
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
