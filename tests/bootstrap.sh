@@ -9,8 +9,9 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
-# Build requirements first: the editable install builds the extension without build isolation (faster, offline-friendly).
-"$VPY" -m pip install -q "scikit-build-core>=0.9" "pybind11>=2.12" ninja
+# Build requirements first: the editable install builds the extension without build isolation (faster, offline-friendly);
+# setuptools builds the zoo-weights distribution in the release check (tests/test_release.py), offline too.
+"$VPY" -m pip install -q "scikit-build-core>=0.9" "pybind11>=2.12" ninja "setuptools>=77"
 "$VPY" -m pip install -q --no-build-isolation -e ".[dev]"
 SHARED=${ZOO_SHARED_DATASETS:-../shared/datasets}
 case $MODE in

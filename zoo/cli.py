@@ -142,6 +142,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--url", help="download URL to record")
     s.add_argument("--force", action="store_true",
                    help="replace the entry even if the file's test top-1 is not better (or was not measured)")
+
+    s = sub.add_parser("weights", help="list, pull and verify weights files (the zoo wheel ships only the small ones)")
+    ws = s.add_subparsers(dest="weights_cmd", required=True)
+    w = ws.add_parser("list", help="every manifest tag: size, installed or not, and where")
+    w.add_argument("pattern", nargs="?", help="wildcard, e.g. 'resnet*'")
+    w = ws.add_parser("pull", help="fetch weights files into $ZOO_HOME/weights (sha256-checked, for offline use)")
+    w.add_argument("tags", nargs="*", metavar="TAG", help="manifest tags or wildcards (resnet18.cifar10, 'resnet*')")
+    w.add_argument("--all", action="store_true", help="every tag in the manifest")
+    w.add_argument("--from", dest="source", metavar="DIR_OR_URL",
+                   help="a folder holding the files (a zoo checkout's zoo/weights, a copy on a USB stick) or an "
+                        "http(s):// or file:// base URL (a mirror); default: $ZOO_WEIGHTS_URL, else each entry's url")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ws.add_parser("verify", help="sha256 of every installed copy against the manifest (rc 2 if one differs)")
     return p
 
 
@@ -400,6 +413,48 @@ def cmd_publish(a) -> int:
 
     tag = publish(Path(a.weights), url=a.url, force=a.force)
     print(f"published {tag}")
+    return 0
+
+
+def cmd_weights(a) -> int:
+    from . import weights as W
+
+    if a.weights_cmd == "list":
+        import fnmatch
+
+        rows, total, have = [], 0, 0
+        for tag, e in W.read_manifest().items():
+            if a.pattern and not fnmatch.fnmatchcase(tag, a.pattern):
+                continue
+            found = W.copies(tag, e)
+            total += e["size"]
+            have += e["size"] if found else 0
+            where = f"{found[0][0]}: {found[0][1]}" if found else f"- (python -m zoo weights pull {tag})"
+            rows.append(f"{tag:<24}{e['size'] / 1e6:>8.2f} MB  {'installed' if found else 'missing':<11}{where}")
+        print(f"{'tag':<24}{'size':>11}  {'status':<11}where")
+        print("\n".join(rows))
+        print(f"{len(rows)} files, {total / 1e6:.1f} MB; installed {have / 1e6:.1f} MB")
+        return 0
+    if a.weights_cmd == "pull":
+        if bool(a.tags) == a.all:
+            raise ZooError("weights pull: name TAGs (or wildcards) or pass --all, not both")
+
+        def echo(row):
+            tag, status, path = row
+            print(f"{tag}: {'pulled to' if status == 'pulled' else 'already installed:'} {path}")
+
+        done = W.pull(None if a.all else a.tags, source=a.source, progress=not a.no_progress, echo=echo)
+        print(f"{sum(s == 'pulled' for _, s, _ in done)} pulled, {sum(s == 'installed' for _, s, _ in done)} "
+              "already installed")
+        return 0
+    rows = W.verify()
+    for tag, where, path, ok in rows:
+        print(f"{'ok ' if ok else 'BAD'} {tag:<24}{where:<13}{path}")
+    bad = [str(path) for _, _, path, ok in rows if not ok]
+    if bad:
+        raise ZooError(f"{len(bad)} of {len(rows)} installed weights files do not match the manifest's sha256 "
+                       f"({', '.join(bad)}); delete them and run python -m zoo weights pull")
+    print(f"{len(rows)} installed files match the manifest")
     return 0
 
 
