@@ -67,13 +67,13 @@ def test_commit_is_read_when_the_run_starts(gen, tmp_path, monkeypatch):
     from zoo import engine
 
     monkeypatch.setenv("ZOO_COMMIT", "aa" * 20)
-    validate = engine._validate
+    validate = engine.validate
 
     def later(*a, **k):  # an epoch's end: meanwhile the checkout has moved on
         monkeypatch.setenv("ZOO_COMMIT", "bb" * 20)
         return validate(*a, **k)
 
-    monkeypatch.setattr(engine, "_validate", later)
+    monkeypatch.setattr(engine, "validate", later)
     r = train("mlp2", "gen", "adam", epochs=1, out_dir=tmp_path / "r", progress=False, evaluate_test=False)
     assert r.model.zoo_meta["commit"] == "aa" * 20
 
@@ -394,3 +394,46 @@ def test_coarse_label_training_is_its_own_entry(data_home, tmp_path, monkeypatch
         "mlp2.cifar100-coarse"]
     monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
     assert zoo.load("mlp2.cifar100-coarse").zoo_meta["labels"] == "coarse"
+
+
+def test_validate_restores_the_modules_mode(gen):
+    from zoo.data import Loader, open_split
+    from zoo.engine import validate
+
+    ld = Loader(open_split("gen", "test"), 64, shuffle=False)
+    m = zoo.create_model("lenet5_dropout", dataset="mnist")
+    for mode in (True, False):
+        m.train(mode)
+        loss, acc = validate(m, ld, False, torch.device("cpu"))
+        assert m.training is mode and loss > 0 and 0 <= acc <= 1
+
+
+def test_train_state_is_the_one_place_that_knows_checkpoint_keys(gen, tmp_path):
+    """A checkpoint written by TrainState.save loads back through load_state_dict into a fresh state; a dict that
+    lacks a key or is for another model is one ZooError."""
+    from zoo.engine import TrainState, WeightEMA, load_tensors, make_optimizer
+    from zoo.recipes import get_recipe
+
+    rec = get_recipe("adam", epochs=1, batch_size=64, ema=0.9)
+
+    def fresh():
+        torch.manual_seed(1)
+        m = zoo.create_model("lenet5_bn", dataset="mnist")
+        opt = make_optimizer(rec, m)
+        return TrainState(m, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), WeightEMA(m, 0.9),
+                          model_name="lenet5_bn", num_classes=10, recipe=rec)
+
+    r = train("lenet5_bn", "gen", "adam", epochs=1, batch_size=64, ema=0.9, out_dir=tmp_path / "r", progress=False,
+              evaluate_test=False)
+    ck = load_tensors(tmp_path / "r" / "checkpoint.pt", what="")
+    assert TrainState.KEYS <= ck.keys()
+    s = fresh()
+    assert s.load_state_dict(ck) == {}  # the same recipe: nothing to report
+    assert fresh().load_state_dict(ck | {"recipe": ck["recipe"] | {"epochs": 3}}) == {"epochs": (3, 1)}
+    assert s.epoch == 1 and s.history == r.history
+    assert all(torch.equal(a, b) for a, b in zip(s.state_dict()["model"].values(), ck["model"].values()))
+    assert all(torch.equal(a, b) for a, b in zip(s.ema.module.state_dict().values(), ck["ema"].values()))
+    with pytest.raises(ZooError, match=r"x\.pt: not a zoo checkpoint \(missing \['best'\]\)"):
+        fresh().load_state_dict({k: v for k, v in ck.items() if k != "best"}, source="x.pt")
+    with pytest.raises(ZooError, match="checkpoint is for mlp2 with 10 classes, not lenet5_bn"):
+        fresh().load_state_dict(ck | {"model_name": "mlp2"})
