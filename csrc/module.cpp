@@ -13,7 +13,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdio>
@@ -120,8 +122,15 @@ struct Buffer {
 // anything is allocated, so a huge file is refused, not read; fread stops at that size if the file grows.
 int32_t read_file(const std::string& path, int64_t max_bytes, Buffer& buf, size_t* size) {
   if (path.find('\0') != std::string::npos) return zoo::kIoError;  // fopen would open a truncated name
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) return zoo::kIoError;
+  // O_NONBLOCK: opening a FIFO (or a tty) for reading would otherwise block until a writer appears, hanging the
+  // decoder thread forever; such a file is refused as not regular below. Plain files ignore the flag.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return zoo::kIoError;
+  std::unique_ptr<FILE, int (*)(FILE*)> f(::fdopen(fd, "rb"), &std::fclose);
+  if (!f) {
+    ::close(fd);
+    return zoo::kIoError;
+  }
   struct stat st;
   if (fstat(fileno(f.get()), &st) != 0 || !S_ISREG(st.st_mode)) return zoo::kIoError;
   if (st.st_size > max_bytes) return zoo::kTooLarge;

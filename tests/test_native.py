@@ -429,3 +429,42 @@ def test_thread_start_failure_runs_the_work_inline():
     )
     p = run_cli("-c", code, check=False, timeout=120)
     assert p.returncode == 0 and "equal" in p.stdout, p.stdout + p.stderr[-3000:]
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path, monkeypatch):
+    """A FIFO named like an image: opening it for reading used to block until a writer came (forever), in the C++
+    reader and in the PIL fallback alike. Both now open without blocking and refuse it as IO_ERROR at once."""
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    code = ("import numpy as np\nfrom zoo.data import native\n"
+            f"print(native._native.decode_files([{str(fifo)!r}], np.zeros((1, 8, 8, 3), np.uint8), 1, 1 << 20)[0])\n"
+            f"print(native._read_capped({str(fifo)!r}, 1 << 20)[0])\n")
+    p = run_cli("-c", code, check=False, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == [str(native.IO_ERROR)] * 2, p.stdout + p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("max_bytes", ["x", float("nan"), 1.5, 2**70, -1, True])
+def test_decode_files_max_bytes_checked(tmp_path, max_bytes):
+    """max_bytes was int()-converted: 'x' and NaN were ValueErrors, 1.5 silently 1, 2**70 a pybind TypeError."""
+    with pytest.raises(ZooError, match="max_bytes must be an integer"):
+        native.decode_files([str(tmp_path / "a.png")], np.zeros((1, 8, 8, 3), np.uint8), max_bytes=max_bytes)
+
+
+def test_gather_lut_of_non_numbers_is_a_zoo_error():
+    src = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ZooError, match="lut must be a C x 256 array"):
+        native.gather_native(src, [0], {}, 0, 0, "x", False, torch.empty(1, 3, 8, 8), 1)
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"crop_pad": -1}, "crop_pad"), ({"cutout": -3}, "cutout"), ({"crop_pad": True}, "crop_pad"),
+    ({"crop_pad": 1.5}, "crop_pad"), ({"cutout": 10**9}, "cutout"), ({"flip": "yes"}, "flip"),
+    ({"brightness": float("nan")}, "brightness"), ({"brightness": -1}, "brightness"),
+    ({"contrast": float("inf")}, "contrast"), ({"rotate": 5}, "unknown option"), (["crop"], "unknown augment"),
+])
+def test_augment_values_checked(spec, field):
+    """A negative cutout silently meant 'off', flip='yes' meant True, crop_pad=-1 failed mid-epoch in numpy, a NaN
+    or negative jitter in torchvision, an unknown key or a list was a TypeError: each is now one ZooError naming it."""
+    with pytest.raises(ZooError, match=field):
+        Augment.parse(spec)
+    assert Augment.parse({"crop_pad": 4, "flip": True, "cutout": 8, "brightness": 0.4, "contrast": 1}).contrast == 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,9 @@ OK, UNKNOWN_FORMAT, CORRUPT, SIZE_MISMATCH, UNSUPPORTED_COLOR, NO_CODEC, IO_ERRO
 MAX_FILE_BYTES = 64 << 20
 # More threads than this is a mistake (a typo'd --threads), never a speed-up: refused. The C++ clamps to the same.
 MAX_THREADS = 256
+# Crop padding and cutout side, in pixels: far above any image zoo trains on (STL-10 is 96 px), and small enough that
+# the crop offsets drawn from it fit the int32 the C++ reads.
+MAX_AUGMENT_PIXELS = 1 << 16
 
 STATUS_TEXT = {
     UNKNOWN_FORMAT: "not a JPEG or PNG file",
@@ -170,9 +174,14 @@ def decode(data: bytes, out: np.ndarray) -> int:
 
 def _read_capped(path: str, max_bytes: int) -> tuple[int, bytes | None]:
     try:
-        if os.path.getsize(path) > max_bytes:
-            return TOO_LARGE, None
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO would block open() until a writer came; it (like any non-regular file) is refused below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return IO_ERROR, None
+            if st.st_size > max_bytes:
+                return TOO_LARGE, None
             data = f.read(max_bytes + 1)  # bounded even if the file grew since the size check
     except (OSError, ValueError):
         return IO_ERROR, None
@@ -195,7 +204,11 @@ def decode_files(paths: list[str], out: np.ndarray, threads: int | None = None,
     if n != len(paths):
         raise ZooError(f"out holds {n} images for {len(paths)} paths")
     threads = check_threads(threads or default_threads())
-    max_bytes = MAX_FILE_BYTES if max_bytes is None else int(max_bytes)
+    if max_bytes is None:
+        max_bytes = MAX_FILE_BYTES
+    elif isinstance(max_bytes, bool) or not isinstance(max_bytes, int | np.integer) or not 0 <= max_bytes < 2**63:
+        raise ZooError(f"max_bytes must be an integer from 0 to 2**63-1 (bytes), got {max_bytes!r}")
+    max_bytes = int(max_bytes)
     if _native is not None:
         try:
             status = _native.decode_files(paths, out, threads, max_bytes)
@@ -248,6 +261,24 @@ class Augment:
         "mnist": {"crop_pad": 2},
     }
 
+    def __post_init__(self):
+        """Bad values fail here, naming the field: a negative cutout or crop used to mean "off" (or a numpy error
+        mid-epoch), and a NaN or negative jitter factor failed inside torchvision or poisoned every batch."""
+        for k in ("crop_pad", "cutout"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 0 <= v <= MAX_AUGMENT_PIXELS:
+                raise ZooError(f"augment {k} must be an integer from 0 to {MAX_AUGMENT_PIXELS} (pixels), got {v!r}")
+            object.__setattr__(self, k, int(v))
+        if not isinstance(self.flip, bool | np.bool_):
+            raise ZooError(f"augment flip must be true or false, got {self.flip!r}")
+        object.__setattr__(self, "flip", bool(self.flip))
+        for k in ("brightness", "contrast"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not 0 <= v <= 1:
+                raise ZooError(f"augment {k} must be a number in [0, 1] (a factor drawn from [1-{k}, 1+{k}]), "
+                               f"got {v!r}")  # NaN fails 0 <= v
+            object.__setattr__(self, k, float(v))
+
     @classmethod
     def parse(cls, spec) -> Augment:
         from ..errors import ZooError, suggest
@@ -257,8 +288,12 @@ class Augment:
         if isinstance(spec, cls):
             return spec
         if isinstance(spec, dict):
+            unknown = sorted(map(str, set(spec) - set(cls.__dataclass_fields__)))
+            if unknown:
+                raise ZooError(f"augment: unknown option(s) {', '.join(unknown)}; options: "
+                               f"{', '.join(cls.__dataclass_fields__)}")
             return cls(**spec)
-        if spec not in cls.PRESETS:
+        if not isinstance(spec, str) or spec not in cls.PRESETS:
             raise ZooError(f"unknown augment {spec!r}; {suggest(str(spec), cls.PRESETS, 'presets')}")
         return cls(**cls.PRESETS[spec])
 
@@ -310,7 +345,10 @@ def gather_native(src: np.ndarray, index, params: dict, pad: int, cutout: int,
     cut_y = _int_array(params.get("cut_y"), np.int32, "cut_y", b) if cutout else None
     cut_x = _int_array(params.get("cut_x"), np.int32, "cut_x", b) if cutout else None
     if lut is not None:
-        lut = np.ascontiguousarray(lut, np.float32)
+        try:
+            lut = np.ascontiguousarray(lut, np.float32)
+        except (ValueError, TypeError) as e:
+            raise ZooError(f"lut must be a C x 256 array of numbers, got {_describe(lut)} ({e})") from None
         if lut.shape != (c, 256):
             raise ZooError(f"lut must be C x 256 = ({c}, 256), got shape {lut.shape}")
     want = (b, h, w, c) if channels_last else (b, c, h, w)
