@@ -9,7 +9,11 @@ from pathlib import Path
 
 import torch
 
-from . import SUPPORTED_OPSETS, ExportError, to_onnx, to_torchscript
+import zoo
+from zoo.artifacts import SUPPORTED_OPSETS, to_onnx, to_torchscript
+from zoo.data import Loader, open_split, sample_indices
+from zoo.errors import ExportError, ZooError
+from zoo.io import check_tag, contained
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,9 +40,6 @@ def parser() -> argparse.ArgumentParser:
 def real_inputs(dataset: str, limit: int | None) -> tuple[torch.Tensor, ...]:
     """The ingested test split in batches (a seeded random sample of `limit` images: splits are class-sorted,
     so the first N would cover one or two classes), or nothing (with a note) when it is not in the cache."""
-    from zoo.data import Loader, open_split, sample_indices
-    from zoo.errors import ZooError
-
     try:
         split = open_split(dataset, "test")
     except ZooError as e:
@@ -50,10 +51,6 @@ def real_inputs(dataset: str, limit: int | None) -> tuple[torch.Tensor, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    import zoo
-    from zoo.errors import ZooError
-    from zoo.io import check_tag, contained
-
     if args.format == "onnx":
         if args.opset not in SUPPORTED_OPSETS:
             print(f"error: --opset {args.opset} unsupported; use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}",
@@ -100,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = to_torchscript(model, example, dest, verify=not args.no_verify, verify_inputs=inputs)
             note = "" if args.no_verify else f" (verified: {path.name}.verify.json)"
             print(f"{tag}: wrote {path}{note}")
-        except (ZooError, ExportError) as e:
-            # As in `python -m zoo`: 2 for a bad argument or input file (ZooError), 1 for an export that failed.
-            failed = max(failed, 2 if isinstance(e, ZooError) else 1)
+        except ZooError as e:
+            # As in `python -m zoo`: 2 for a bad argument or input file, 1 for an export that failed (an ExportError,
+            # which is a ZooError too).
+            failed = max(failed, 1 if isinstance(e, ExportError) else 2)
             print(f"error: {e}" if name in str(e) else f"error: {name}: {e}", file=sys.stderr)  # name it once
     return failed
 

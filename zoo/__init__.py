@@ -12,24 +12,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import models  # noqa: F401  (importing the families registers every model)
 from .engine import train
 from .errors import ZooError
 from .evaluation import evaluate
-from .registry import create_model, list_models, register_model
+from .pretrained import create_model, load
+from .registry import list_models, register_model
+from .runtime import load_exported
 from .transforms import Preprocess, preprocess_for
-from .weights import list_pretrained, load
-
-
-def load_exported(path, device: str = "cpu"):
-    """Open an exported model (`.onnx` through ONNX Runtime, with IOBinding on CUDA; `.pt` as TorchScript) as a
-    callable: float NCHW tensor -> logits tensor; `.meta` has its classes, mean/std and input size.
-
-    A TorchScript file is code (torch.jit.load runs it): open only files you trust; see SECURITY.md.
-    """
-    from export import load_exported as _load  # export builds on zoo: imported here, not at zoo's import
-
-    return _load(path, device)
-
+from .weights import list_pretrained
 
 __all__ = ["Preprocess", "ZooError", "create_model", "evaluate", "list_models", "list_pretrained", "load",
            "load_exported", "preprocess_for", "register_model", "train"]

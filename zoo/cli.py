@@ -1,15 +1,35 @@
-"""python -m zoo {info,list,ingest,train,eval,experiment,demo,publish,weights}."""
+"""python -m zoo {info,list,ingest,train,eval,study,experiment,demo,publish,weights}."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import fnmatch
+import importlib.util
 import os
+import platform
 import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import ZooError
+import numpy
+import torch
+
+from . import __version__
+from . import weights as W
+from .artifacts import to_onnx, to_torchscript
+from .data import ingest, native, open_split
+from .data.download import download
+from .engine import train
+from .errors import ZooError, suggest
+from .evaluation import AUTO_BACKEND, EVAL_BACKENDS, compare, evaluate
+from .pretrained import load
+from .recipes import FIELD_HELP, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, default_recipe, get_recipe
+from .registry import default_dataset, list_models
+from .report import default_report_dir, eval_report, replaced_note
+from .runtime import EXPORTED_SUFFIXES, load_exported
+from .weights import publish, read_manifest
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -25,8 +45,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """One flag per Recipe field (--lr, --warmup-epochs, --nesterov/--no-nesterov, ...), each overriding the named
     recipe; generated from the dataclass, so every field is reachable and the names cannot drift."""
-    from .recipes import FIELD_HELP, OPTIMIZERS, SCHEDULES, Recipe
-
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     for f in fields(Recipe):
         if f.name in ("epochs", "model"):  # --epochs is shared with `experiment`; model options below
@@ -42,8 +60,6 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_opts(items: list[str]) -> dict:
-    import ast
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -59,13 +75,15 @@ def _model_opts(items: list[str]) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zoo", description="Model zoo of classic small-image CNNs.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("info", help="versions, native features, backends and devices")
+    sub.add_parser("info", help="versions, native features, backends and devices").set_defaults(func=cmd_info)
     s = sub.add_parser("list", help="registered models and shipped weights")
+    s.set_defaults(func=cmd_list)
     s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'lenet5*'")
     s.add_argument("--markdown", action="store_true", help="the shipped weights as a Markdown table")
     s.add_argument("--recipes", action="store_true", help="the recipe table: each recipe's values")
 
     s = sub.add_parser("ingest", help="decode a dataset once into the cache")
+    s.set_defaults(func=cmd_ingest)
     s.add_argument("dataset", help="mnist, cifar10, cifar100, cinic10, stl10, or a new name for an ImageFolder tree")
     s.add_argument("--root", help="folder with the official files or train/ (valid/) test/ folders; with --download, "
                    "where to put the download (default: $ZOO_HOME/downloads/DATASET)")
@@ -84,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
                         "and every weights file trained on them) instead of refusing")
 
     s = sub.add_parser("train", help="train a model with a named recipe")
+    s.set_defaults(func=cmd_train)
     s.add_argument("name", help="registered model name")
     _add_train_args(s)
     s.add_argument("--recipe", help="recipe name (default: the family's fast recipe); see `list`")
@@ -107,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fp16-weights", action="store_true", help="store the weights file in fp16")
 
     s = sub.add_parser("eval", help="evaluate a model and write JSON/Markdown/HTML reports")
+    s.set_defaults(func=cmd_eval)
     s.add_argument("model", help="tag (lenet5_bn.cifar10), .safetensors, .onnx or TorchScript .pt file")
     s.add_argument("--dataset", help="dataset (default: the model's own)")
     s.add_argument("--split", default="test")
@@ -126,24 +146,41 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run-log", help="a run's log.jsonl to plot training curves from")
     s.add_argument("--no-figures", action="store_true", help="JSON/Markdown/HTML without t-SNE and activations")
 
-    s = sub.add_parser("experiment", help="train a family's variants and write one comparison report")
-    s.add_argument("family", help="lenet5, resnet or mlp")
-    _add_train_args(s)
-    s.add_argument("--out", help="report directory")
+    s = sub.add_parser("study", help="run a study file (variants x seeds) and write one report with confidence "
+                       "intervals; see README, Studies")
+    s.set_defaults(func=cmd_study)
+    s.add_argument("file", nargs="?", help="a study .toml file, or a shipped study's name (none: list them)")
+    _add_study_args(s)
+    s.add_argument("--dataset", help="replace the study's dataset (variants naming their own keep it)")
+    s.add_argument("--epochs", type=int, help="replace every variant's epochs")
+
+    s = sub.add_parser("experiment", help="train a family's variants (a shipped study) and write one comparison "
+                       "report; or run a study FILE")
+    s.set_defaults(func=cmd_experiment)
+    s.add_argument("family", help="lenet5, resnet or mlp (the shipped study experiment_FAMILY on --dataset), or a "
+                   "study .toml file")
+    s.add_argument("--dataset", help="dataset (required with a family)")
+    s.add_argument("--epochs", type=int, help="replace every variant's epochs")
+    s.add_argument("--seed", type=int, default=0, help="first seed")
+    s.add_argument("--labels", default="fine", choices=["fine", "coarse"], help="CIFAR-100 label set")
+    _add_study_args(s)
 
     s = sub.add_parser("demo", help="the main job: ingest MNIST, train LeNet-5, evaluate, export, report")
+    s.set_defaults(func=cmd_demo)
     s.add_argument("--root", help="MNIST root (IDX files or train/ test/ PNG folders)")
     s.add_argument("--download", action="store_true", help="fetch MNIST's official files instead (MD5-checked)")
     s.add_argument("--epochs", type=int, default=5)
     s.add_argument("--out", default="reports/demo")
 
     s = sub.add_parser("publish", help="copy a run's weights into the package manifest (maintainers)")
+    s.set_defaults(func=cmd_publish)
     s.add_argument("weights", help="a run's model.safetensors")
     s.add_argument("--url", help="download URL to record")
     s.add_argument("--force", action="store_true",
                    help="replace the entry even if the file's test top-1 is not better (or was not measured)")
 
     s = sub.add_parser("weights", help="list, pull and verify weights files (the zoo wheel ships only the small ones)")
+    s.set_defaults(func=cmd_weights)
     ws = s.add_subparsers(dest="weights_cmd", required=True)
     w = ws.add_parser("list", help="every manifest tag: size, installed or not, and where")
     w.add_argument("pattern", nargs="?", help="wildcard, e.g. 'resnet*'")
@@ -159,15 +196,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_info(_) -> int:
-    import platform
-
-    import numpy
-    import torch
-
-    from . import __version__
-    from .data import native
-    from .evaluation import AUTO_BACKEND
-
     lines = [f"zoo {__version__}", f"python {platform.python_version()}", f"torch {torch.__version__}",
              f"numpy {numpy.__version__}"]
     for mod in ("torchvision", "onnx", "onnxruntime", "onnxscript", "safetensors", "ffcv"):
@@ -211,21 +239,11 @@ def _cpu_bf16_flags() -> list[str]:
 
 
 def _has(mod: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(mod) is not None
 
 
 def cmd_list(a) -> int:
-    import fnmatch
-
-    from .recipes import RECIPES
-    from .registry import default_dataset, list_models
-    from .weights import read_manifest
-
     if a.recipes:
-        from .recipes import Recipe
-
         base = Recipe().to_dict()
         print("defaults: " + ", ".join(f"{k}={v}" for k, v in base.items()))
         for name, rec in RECIPES.items():
@@ -257,11 +275,7 @@ def cmd_list(a) -> int:
 
 
 def cmd_ingest(a) -> int:
-    from .data import ingest, open_split
-
     if a.download:
-        from .data.download import download
-
         a.root = download(a.dataset, a.root, mirror=a.mirror)
     elif not a.root:
         raise ZooError("ingest: give --root DIR (a folder with the dataset's files) or --download")
@@ -287,9 +301,6 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .engine import train
-    from .recipes import Recipe, default_recipe, get_recipe
-
     over = {f.name: getattr(a, f.name) for f in fields(Recipe)
             if f.name not in ("epochs", "model") and getattr(a, f.name) is not None}
     if a.model_opt:  # merged into the recipe's own model options (e.g. fast_convnet's dropout)
@@ -313,13 +324,8 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from .evaluation import compare, evaluate
-    from .report import eval_report
-    from .weights import load
-
     src = a.model
     model = None
-    from export import EXPORTED_SUFFIXES, load_exported
 
     if Path(src).suffix not in EXPORTED_SUFFIXES:
         model = load(src)
@@ -329,8 +335,6 @@ def cmd_eval(a) -> int:
         if not dataset:
             print(f"error: {src} does not record its dataset; pass --dataset", file=sys.stderr)
             return 2
-    from .errors import suggest
-    from .evaluation import EVAL_BACKENDS
 
     backends = a.compare.split(",") if a.compare else [a.backend]
     bad = [b for b in backends if b is not None and b not in EVAL_BACKENDS]
@@ -347,7 +351,6 @@ def cmd_eval(a) -> int:
     if comparison:
         for row in comparison["rows"]:
             print("  " + "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    from .report import default_report_dir, replaced_note
 
     # Each source (registry tag, exported file, weights file) has its own default folder: an .onnx file's report
     # must not silently replace the registry model's; where one still replaces another (--out), it says so.
@@ -365,28 +368,82 @@ def cmd_eval(a) -> int:
     return 0
 
 
-def cmd_experiment(a) -> int:
-    from .experiments import run_experiment
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, help="seeds per variant (default: the file's `seeds`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                   help="replace a recipe field or run key in every variant, e.g. batch_size=64 (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once, as separate processes sharing the cores")
+    p.add_argument("--only", action="append", metavar="VARIANT",
+                   help="run only this variant (name, folder name, or a grid's name; repeatable)")
+    p.add_argument("--out", help="study folder (default: reports/study-NAME; experiments: reports/experiment-FAMILY-"
+                   "DATASET); finished (variant, seed) runs in it are skipped, interrupted ones resumed")
+    p.add_argument("--report", action="store_true", help="train nothing: write the report over the finished runs")
+    p.add_argument("--merge", action="append", default=[], metavar="DIR",
+                   help="with --report: also read finished runs from this study folder (another machine's; repeatable)")
+    p.add_argument("--check", action="store_true", help="validate the file and print the runs; train nothing")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    files = run_experiment(a.family, a.dataset, epochs=a.epochs, out_dir=Path(a.out) if a.out else None,
-                           device=a.device, seed=a.seed, progress=not a.no_progress, labels=a.labels)
-    print(f"report: {files['html']}")
+
+def _run_study_cmd(study, a, out: Path, overrides: dict) -> int:
+    from . import studies as S
+
+    if a.merge and not a.report:
+        raise ZooError("--merge goes with --report (it reads other machines' study folders into one report)")
+    if a.check:
+        for r in S.plan(study, a.only):
+            done = "finished" if S.finished(r, out) else "to run"
+            print(f"{r.variant.name} | seed {r.seed} | {r.variant.model} on {r.dataset}"
+                  f"{f' (for {r.variant.dataset})' if r.stand_in else ''} | {r.variant.epochs} ep | {done}")
+        return 0
+    if a.report:
+        files = S.write_study_report(study, out, a.merge)
+    else:
+        res = S.run_study(study, out, jobs=a.jobs, only=a.only, device=a.device, progress=not a.no_progress,
+                          overrides=overrides)
+        files = res["report"]
+        if res["busy"]:
+            print(f"{len(res['busy'])} run(s) were being trained by another process: "
+                  + ", ".join(f"{v} seed {s}" for v, s in res["busy"]))
+    if files:
+        print(f"report: {files['html']}")
     return 0
+
+
+def cmd_study(a) -> int:
+    from . import studies as S
+
+    if not a.file:
+        for name, path in S.shipped_studies().items():
+            print(f"{name:<24}{path}")
+        return 0
+    overrides = {"seeds": a.seeds, "epochs": a.epochs, "dataset": a.dataset,
+                 "set_values": S.parse_set(a.set_values)}
+    study = S.load_study(a.file, **overrides)
+    return _run_study_cmd(study, a, Path(a.out) if a.out else S.default_out(study), overrides)
+
+
+def cmd_experiment(a) -> int:
+    from . import studies as S
+    from .experiments import experiment_study
+
+    if a.family.endswith(".toml") or Path(a.family).is_file():  # a study file: `study FILE` under its old name
+        overrides = {"seeds": a.seeds, "epochs": a.epochs, "dataset": a.dataset, "first_seed": a.seed,
+                     "set_values": S.parse_set(a.set_values)}
+        study = S.load_study(a.family, **overrides)
+        return _run_study_cmd(study, a, Path(a.out) if a.out else S.default_out(study), overrides)
+    if not a.dataset:
+        raise ZooError(f"experiment {a.family}: --dataset is required with a family (e.g. --dataset cifar10)")
+    study, overrides = experiment_study(a.family, a.dataset, epochs=a.epochs, seed=a.seed, seeds=a.seeds,
+                                        labels=a.labels, set_values=S.parse_set(a.set_values))
+    out = Path(a.out) if a.out else Path("reports") / f"experiment-{a.family}-{a.dataset}"
+    return _run_study_cmd(study, a, out, overrides)
 
 
 def cmd_demo(a) -> int:
     """Ingest MNIST, train LeNet-5, evaluate on three backends, export ONNX + TorchScript, write the report."""
-    from export import to_onnx, to_torchscript
-
-    from .data import ingest
-    from .engine import train
-    from .evaluation import compare, evaluate
-    from .report import eval_report
-
     out = Path(a.out)
     if a.download:
-        from .data.download import download
-
         a.root = download("mnist", a.root)
     elif not a.root:
         raise ZooError("demo: give --root DIR (MNIST's IDX files or PNG folders) or --download")
@@ -398,7 +455,6 @@ def cmd_demo(a) -> int:
     for r in results:
         print(r.summary())
     comparison = compare(results)
-    import torch
 
     example = torch.zeros(1, 1, 28, 28)
     onnx_path = to_onnx(model, example, out / "lenet5.mnist.onnx")
@@ -409,19 +465,13 @@ def cmd_demo(a) -> int:
 
 
 def cmd_publish(a) -> int:
-    from .weights import publish
-
     tag = publish(Path(a.weights), url=a.url, force=a.force)
     print(f"published {tag}")
     return 0
 
 
 def cmd_weights(a) -> int:
-    from . import weights as W
-
     if a.weights_cmd == "list":
-        import fnmatch
-
         rows, total, have = [], 0, 0
         for tag, e in W.read_manifest().items():
             if a.pattern and not fnmatch.fnmatchcase(tag, a.pattern):
@@ -460,8 +510,6 @@ def cmd_weights(a) -> int:
 
 def _recipe_label(rec: dict, epochs_run) -> str:
     """'fast_mlp, 40 ep, augment=flip': the named recipe and whatever the run changed in it."""
-    from .recipes import RECIPES
-
     base = RECIPES[rec["name"]].to_dict() if rec.get("name") in RECIPES else {}
     changed = [f"{k}={rec[k]}" for k in base if k != "epochs" and k in rec and rec[k] != base[k]]
     # A fine-tune says where it started: "5 ep, lr=0.04" alone would read as a short run from scratch.
@@ -481,13 +529,11 @@ def _cli_warning(message, category, filename, lineno, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from export import ExportError
-
     warnings.formatwarning = _cli_warning
     args = parser().parse_args(argv)
     try:
-        return globals()[f"cmd_{args.cmd}"](args)
-    except (ZooError, ExportError) as e:
+        return args.func(args)
+    except ZooError as e:  # ExportError included
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

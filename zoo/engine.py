@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import pickle
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -20,8 +22,13 @@ from .data import Augment, Loader, open_split
 from .data.cache import partial_splits
 from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
+from .evaluation import evaluate
 from .io import atomic_write, remove_stale_temps
+from .pretrained import load
 from .recipes import Recipe, default_recipe, get_recipe
+from .registry import create_model, init_weights
+from .report import plot_curves
+from .weights import save_weights
 
 
 class NaNLossError(ZooError):
@@ -48,8 +55,6 @@ class WeightEMA:
     time constant. Integer buffers (BatchNorm's step count) are copied."""
 
     def __init__(self, model: nn.Module, decay: float):
-        import copy
-
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
@@ -135,8 +140,6 @@ def split_indices(n_labels: np.ndarray, rec: Recipe, seed: int, train_subset: in
 
 def build_model(name_or_model, dataset: str, classes: list[str], shape, rec: Recipe, init: str | None,
                 train_last: int | None) -> tuple[nn.Module, str]:
-    from .registry import create_model
-
     h, w, c = shape
     if isinstance(name_or_model, nn.Module):
         model, name = name_or_model, getattr(name_or_model, "zoo_name", type(name_or_model).__name__)
@@ -163,15 +166,11 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ZooError(f"--init torchvision:{ref}: not a state dict (a mapping of names to tensors)")
     elif kind == "zoo":
-        from .weights import load
-
         try:
             state = load(ref).state_dict()
         except ZooError as e:
             raise ZooError(f"--init zoo:{ref}: {e}") from None
     elif kind == "xavier":
-        from .registry import init_weights
-
         return init_weights(model, "xavier")
     else:
         raise ZooError(f"--init {init!r}: expected torchvision:PATH, zoo:TAG or xavier")
@@ -198,8 +197,6 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
 def load_tensors(path: Path, *, what: str, map_location="cpu") -> Any:
     """torch.load restricted to tensors and plain containers (weights_only=True): a checkpoint or state dict is data,
     and a pickle payload in one must never run. Anything torch refuses or cannot read is one ZooError naming it."""
-    import pickle
-
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
@@ -589,9 +586,6 @@ def finalize(state: TrainState, ctx: RunContext, meta: dict[str, Any], dataset: 
     """After the last epoch: the weight average replaces the trained weights, (rank 0) fp16 rounding, the test
     evaluation of exactly what ships, the checks that nothing non-finite ships, model.safetensors, result.json and
     curves.png. Returns (weights path, test EvalResult or None)."""
-    from .evaluation import evaluate
-    from .weights import save_weights
-
     model = state.model
     if state.ema:  # what ships is the average: the trained weights stay in checkpoint.pt for --resume
         model.load_state_dict(state.ema.module.state_dict())
@@ -628,8 +622,6 @@ def finalize(state: TrainState, ctx: RunContext, meta: dict[str, Any], dataset: 
     meta = save_weights(model, weights, meta, fp16=fp16_weights)
     model.zoo_meta = meta
     (ctx.out / "result.json").write_text(json.dumps({"meta": meta, "history": state.history}, indent=1))
-    from .report import plot_curves
-
     plot_curves(state.history, ctx.out / "curves.png", title=f"{state.model_name} on {dataset}")
     return weights, result_test
 

@@ -10,6 +10,10 @@ class ZooError(ValueError):
     """A bad input: the message says which file/argument and what to do."""
 
 
+class ExportError(ZooError):
+    """Export or verification failed, or an exported file cannot be run; nothing was left at the final path."""
+
+
 def suggest(name: str, valid: Iterable[str], what: str = "valid names") -> str:
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)

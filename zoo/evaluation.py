@@ -17,7 +17,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics
+from .artifacts import to_onnx, to_torchscript
+from .data import loader
+from .data.specs import flips_keep_labels
 from .errors import ZooError, suggest
+from .pretrained import load
+from .runtime import EXPORTED_SUFFIXES, load_exported
 
 EVAL_BACKENDS = ("torch", "torchscript", "onnxruntime", "auto")
 # backend="auto": the fastest backend measured by bench/test_inference.py on each device kind
@@ -129,12 +134,8 @@ def nonfinite_tensors(model_or_runner) -> list[str]:
 def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
     """A callable: float NCHW batch (on `device`) -> logits tensor. Also returns the model's name, its meta and
     the names of its non-finite parameters/buffers (checked on what runs: the module, or the exported file)."""
-    from .weights import load
-
     if isinstance(model_or_path, (str, os.PathLike)):
         p = Path(model_or_path)
-        from export import EXPORTED_SUFFIXES, load_exported
-
         if p.suffix in EXPORTED_SUFFIXES:
             fn = load_exported(p, device=device)
             return fn, fn.meta.get("tag", p.stem), fn.meta, nonfinite_tensors(fn)
@@ -146,8 +147,6 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
     bad = nonfinite_tensors(model)  # before export: the temporary artifact below is gone once loaded
     if backend == "torch":
         return model, name, meta, bad
-    from export import load_exported, to_onnx, to_torchscript
-
     # The artifact only lives until it is loaded: ORT sessions and TorchScript modules hold the model in memory.
     with tempfile.TemporaryDirectory(prefix="zoo-eval-") as tmp:
         if backend == "torchscript":
@@ -160,8 +159,6 @@ def runner_for(model_or_path, backend: str, device: str, example: torch.Tensor):
 
 def artifact_backend(model_or_path) -> str | None:
     """The runtime an exported file runs on (.onnx: onnxruntime, .pt/.ts: torchscript); None for anything else."""
-    from export import EXPORTED_SUFFIXES
-
     if not isinstance(model_or_path, (str, os.PathLike)) or Path(model_or_path).suffix not in EXPORTED_SUFFIXES:
         return None
     return "onnxruntime" if Path(model_or_path).suffix == ".onnx" else "torchscript"
@@ -181,9 +178,6 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
     flip (digits), where it would measure mirrored digits.
     A model with NaN/Inf parameters, buffers or logits is evaluated, flagged in the result
     (`nonfinite_weights`, `nonfinite_logits`) and warned about once (RuntimeWarning)."""
-    from .data import loader
-    from .data.specs import flips_keep_labels
-
     if backend is not None and backend not in EVAL_BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
     own = artifact_backend(model_or_path)

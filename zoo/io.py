@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import re
+import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -126,8 +129,6 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete temp files/folders a killed zoo process left in `folder` (names starting with '.' and holding one of
     TEMP_MARKERS). Call it only while holding the lock that guards `folder`, so no live writer's file is taken."""
-    import shutil
-
     removed = []
     if not folder.is_dir():
         return removed
@@ -165,9 +166,6 @@ def download(url: str, dest: Path, digest: str | None, *, algo: str = "sha256", 
     digest: a connection cut short is not a file. Without Content-Length the body is read to its end (the progress
     bar has no total). On any failure nothing is left (no temp file; `dest` keeps its old content if it had one)
     and the one ZooError names `url` and `dest`."""
-    import http.client
-    import time
-
     if deadline is None:
         env = os.environ.get("ZOO_DOWNLOAD_DEADLINE", "")
         try:

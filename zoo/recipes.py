@@ -6,7 +6,9 @@ import math
 import numbers
 from dataclasses import dataclass, field, fields, replace
 
+from .data.native import Augment
 from .errors import ZooError, suggest
+from .registry import model_family
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -94,8 +96,6 @@ class Recipe:
                            "batch_size, epochs, step_epochs >= 1; momentum, label_smoothing, val_fraction, ema in [0, 1); "
                            "nesterov needs momentum > 0; the rest >= 0)")
         if self.augment != "auto":
-            from .data.native import Augment
-
             Augment.parse(self.augment)  # unknown preset -> ZooError with the valid names
 
     def to_dict(self) -> dict:
@@ -151,8 +151,6 @@ FAST_RECIPE = {"lenet": "fast_lenet", "mlp": "fast_mlp", "convnet": "fast_convne
 
 
 def default_recipe(model_name: str) -> str:
-    from .registry import model_family
-
     if model_name == "resnet9":
         return "fast_resnet9"
     return FAST_RECIPE[model_family(model_name)]

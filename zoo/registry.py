@@ -25,6 +25,9 @@ def register_model(*, dataset: str):
     """Register `fn` under its own name; `dataset` is what `zoo.load(name)` means by default."""
 
     def wrap(fn):
+        if fn.__name__ in _ENTRYPOINTS:  # a second definition would silently replace the first one's weights' model
+            raise ZooError(f"register_model: {fn.__name__!r} is already registered (by "
+                           f"{_ENTRYPOINTS[fn.__name__].__module__}); choose another name")
         _ENTRYPOINTS[fn.__name__] = fn
         _DEFAULT_DATASET[fn.__name__] = dataset
         _FAMILY[fn.__name__] = fn.__module__.rsplit(".", 1)[-1]
@@ -35,7 +38,6 @@ def register_model(*, dataset: str):
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; `pattern` is a shell-style wildcard like 'lenet5*'."""
-    _ensure_models()
     names = sorted(_ENTRYPOINTS)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
@@ -50,12 +52,7 @@ def default_dataset(name: str) -> str:
     return _DEFAULT_DATASET[name]
 
 
-def _ensure_models() -> None:
-    from . import models  # noqa: F401  (importing registers every family)
-
-
 def _check_name(name: str) -> None:
-    _ensure_models()
     if name not in _ENTRYPOINTS:
         raise ZooError(f"unknown model {name!r}; {suggest(name, _ENTRYPOINTS, 'available models')}")
 
@@ -67,29 +64,17 @@ def create_model(
     in_chans: int | None = None,
     img_size: int | None = None,
     dataset: str | None = None,
-    pretrained: bool = False,
     init: str | None = None,
     **overrides,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model with fresh weights (`zoo.create_model` adds `pretrained=True`).
 
     Shape arguments default to `dataset` (or the model's default dataset). `overrides` replace
     fields of the family's config dataclass (e.g. `dropout=0.3`). `init="xavier"` re-initialises
-    conv/linear weights; the default keeps PyTorch's initialisation. `pretrained=True` loads the
-    shipped weights for `name.dataset`, like `zoo.load`.
+    conv/linear weights; the default keeps PyTorch's initialisation.
     """
     _check_name(name)
     spec = dataset_spec(dataset or _DEFAULT_DATASET[name])
-    if pretrained:
-        from .weights import load
-
-        model = load(f"{name}.{spec.name}")
-        if num_classes not in (None, model.zoo_meta["num_classes"]) or overrides or init:
-            raise ZooError(
-                f"pretrained {name}.{spec.name} has {model.zoo_meta['num_classes']} classes and a fixed config; "
-                "to change the head use zoo.train(..., init='zoo:TAG')"
-            )
-        return model
     model = _ENTRYPOINTS[name](
         num_classes=num_classes or spec.num_classes,
         in_chans=in_chans or spec.in_chans,

@@ -13,11 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .data import Loader, open_split, sample_indices
 from .io import contained
 
 
-def _plt():
+def _plt():  # matplotlib: heavy, and only reports and plots need it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,8 +107,6 @@ def plot_gallery(images: np.ndarray, items: list[dict], classes: list[str], k: i
 
 def features_and_activations(model, images_nchw):
     """Penultimate features for t-SNE, and each conv layer's activation maps for the first image."""
-    import torch
-
     acts = {}
 
     def keep(name):
@@ -290,8 +290,6 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
     """The evaluation report for one model: metrics, confusion matrices, per-class bars, gallery, curves,
     t-SNE and activation maps (the last two need the torch model). source: what was evaluated, recorded in
     report.json (default: the model's name and the backends)."""
-    from .data import Loader, open_split, sample_indices
-
     r = results[0]
     classes = r.classes
     split = open_split(r.dataset, r.split, labels=r.labels)
@@ -326,8 +324,6 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
         if hist:
             figs.append(("training curves", plot_curves(hist)))
     if model is not None and hasattr(model, "forward_features"):
-        import torch
-
         idx = sample_indices(len(split), tsne_samples)
         x = torch.cat([b.clone() for b, _ in Loader(split, 512, augment=None, shuffle=False, indices=idx)])
         model = model.cpu().eval()

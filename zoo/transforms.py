@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ZooError
+from .pretrained import resolve_tag
+from .weights import read_embedded_meta, read_manifest
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])  # PIL's RGB -> L weights
 # A side this many times larger or smaller than the model's input is "far off": a photo of a scene shrunk to 32x32,
@@ -113,8 +115,6 @@ def preprocess_for(model) -> Preprocess:
     `model` is a model from `zoo.load` / `zoo.train`, a registry tag (`"lenet5_bn.mnist"`), a `.safetensors` file
     written by zoo, an exported model from `zoo.load_exported`, or a metadata dict (input_size, mean, std).
     """
-    from .weights import read_embedded_meta, read_manifest, resolve_tag
-
     if isinstance(model, dict):
         return Preprocess(model, name="metadata")
     if isinstance(model, (str, os.PathLike)):

@@ -11,11 +11,11 @@ the sha256 checked before the file is moved into place. Every copy, wherever fou
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +47,7 @@ def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def list_pretrained(pattern: str | None = None) -> list[str]:
-    import fnmatch
-
     return sorted(t for t in read_manifest() if pattern is None or fnmatch.fnmatch(t, pattern))
-
-
-def resolve_tag(tag: str) -> str:
-    from .registry import default_dataset, list_models
-
-    name, _, dataset = tag.partition(".")
-    if name not in list_models():
-        default_dataset(name)  # raises the unknown-model error with suggestions
-    full = f"{name}.{dataset or default_dataset(name)}"
-    if not dataset:  # a bare name picks a dataset: say which, so nobody evaluates MNIST weights thinking of CIFAR
-        others = sorted(t for t in read_manifest() if t.startswith(f"{name}.") and t != full)
-        warnings.warn(f"{name!r} means {full!r} (the model's default dataset"
-                      + (f"; also trained: {', '.join(others)}" if others else "") + "); pass the full tag to choose",
-                      UserWarning, stacklevel=3)
-    entries = read_manifest()
-    if full not in entries:
-        raise ZooError(f"no trained weights for {full!r}; {suggest(full, entries, 'available weights')}")
-    return full
 
 
 WEIGHTS_DIST = "zoo-weights"  # the distribution holding the large files (zoo/weights/pyproject.toml)
@@ -189,8 +169,6 @@ def weights_file(tag: str, *, progress: bool | None = None) -> tuple[Path, dict[
 
 def _select(patterns: list[str], entries: dict[str, Any]) -> list[str]:
     """Manifest tags named by `patterns` (exact tags or wildcards such as 'resnet*'), in the order given."""
-    import fnmatch
-
     out: list[str] = []
     for p in patterns:
         hits = [t for t in entries if fnmatch.fnmatchcase(t, p)] if any(c in p for c in "*?[") else [p]
@@ -243,39 +221,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def load(tag_or_path: str | os.PathLike) -> nn.Module:
-    """A model in eval mode with trained weights and `model.zoo_meta` (classes, mean/std, metrics, ...).
-
-    Accepts a registry tag (`lenet5_bn`, `lenet5_bn.mnist`) or the path of a `.safetensors` file
-    written by `zoo train` (its metadata travels inside the file).
-    """
-    from .registry import create_model
-
-    p = Path(tag_or_path)
-    if p.suffix == ".safetensors":
-        if not p.exists():
-            raise ZooError(f"weights file {p} does not exist")
-        meta = read_embedded_meta(p)
-        path = p
-    elif p.is_file():
-        raise ZooError(f"{p} is not a zoo weights file (.safetensors); exported models (.onnx, .pt) load with "
-                       "zoo.load_exported")
-    elif p.suffix in (".pt", ".pth", ".onnx") or any(s in str(tag_or_path) for s in ("/", os.sep)):
-        # A tag never holds a path separator or a file suffix: this was meant as a file, so say that it is missing
-        raise ZooError(f"{p}: no such file (zoo.load takes a registry tag or a .safetensors file)")
-    else:
-        tag = resolve_tag(str(tag_or_path))
-        path, meta = weights_file(tag)
-    c, h, _ = meta["input_size"]
-    model = create_model(
-        meta["model"], num_classes=len(meta["classes"]), in_chans=c, img_size=h, **meta.get("config_overrides", {})
-    )
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(path).items()}
-    model.load_state_dict(state)
-    model.zoo_meta = dict(meta)
-    return model.eval()
 
 
 def read_embedded_meta(path: Path) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZooError, suggest
-from ..io import disk_error, make_readable, remove_stale_temps
+from ..io import check_name, disk_error, make_readable, remove_stale_temps, zoo_home
 from . import readers
+from .native import channel_histogram
 from .specs import DATASETS
 
 CACHE_VERSION = 1
@@ -37,8 +38,6 @@ def data_home() -> Path:
     env = os.environ.get("ZOO_DATA")
     if env:
         return Path(env).expanduser()
-    from ..io import zoo_home
-
     return zoo_home() / "data"
 
 
@@ -68,8 +67,6 @@ def fingerprint(paths: list[Path]) -> str:
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Exact per-channel mean/std of pixels/255, from 256-bin histograms (no float copy of the data)."""
-    from .native import channel_histogram
-
     v = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
     for h in channel_histogram(images).astype(np.float64):
@@ -187,8 +184,6 @@ def _locked(path: Path):
 def split_dir(dataset: str, split: str) -> Path:
     """The split's path: a symbolic link to its current version folder (or, in a cache written before versions, the
     folder itself). Readers go through it; a rebuild swaps it with one rename."""
-    from ..io import check_name
-
     # Both become folder names under the cache: a dataset called '../x' must not read or write outside it.
     return data_home() / check_name(dataset, what="dataset") / check_name(split, what="split")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import ZooError, suggest
+from ..io import atomic_write, contained, disk_error, zoo_home
+from ..io import download as fetch
 
 
 class File(NamedTuple):
@@ -65,8 +67,6 @@ MAX_SLACK_BYTES = 1 << 30
 
 
 def download_root(dataset: str) -> Path:
-    from ..io import zoo_home
-
     return zoo_home() / "downloads" / dataset
 
 
@@ -76,8 +76,6 @@ def download(dataset: str, root: str | os.PathLike | None = None, *, mirror: str
     returns the folder to ingest from. `mirror` (or `$ZOO_DATA_MIRROR`) is a base URL used instead of the official
     ones; the same file names and checksums are expected there. Nothing already in `root` is deleted or
     overwritten: an archive entry or file whose name is taken there is one ZooError naming it."""
-    from ..io import disk_error
-
     if dataset not in SOURCES:
         raise ZooError(f"--download: no official source for {dataset!r}; {suggest(dataset, SOURCES, 'downloadable')}"
                        "; ingest another dataset from a folder with --root")
@@ -106,8 +104,6 @@ def download(dataset: str, root: str | os.PathLike | None = None, *, mirror: str
 
 
 def _fetch_all(dataset: str, src: Source, root: Path, bases: list[str], record: dict, progress: bool) -> None:
-    from ..io import atomic_write
-
     for name, md5, size, slack in (File(*f) for f in src.files):
         if name in record:  # fetched (and unpacked) by an earlier call
             continue
@@ -140,8 +136,6 @@ def _fetch_all(dataset: str, src: Source, root: Path, bases: list[str], record: 
 def _fetch(dataset: str, name: str, md5: str | None, cap: int | None, dest: Path, bases: list[str],
            progress: bool) -> tuple[str, str]:
     """(url, sha256) of the first source that delivers `name` intact to `dest`; one ZooError listing each failure."""
-    from ..io import download as fetch
-
     errors = []
     for base in bases:
         url = base.rstrip("/") + "/" + name
@@ -154,8 +148,6 @@ def _fetch(dataset: str, name: str, md5: str | None, cap: int | None, dest: Path
 
 
 def _temp_dir(root: Path) -> Path:
-    from ..io import disk_error
-
     try:
         # The `.unpack-` prefix is one of io.TEMP_MARKERS, so a killed run's leftover is recognisable as zoo's.
         return Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
@@ -167,8 +159,6 @@ def _member_filter(archive: Path, tree: Path):
     """tarfile's "data" filter (no absolute paths, no escapes, no devices, sane modes) behind zoo's own checks,
     which run first so a refusal names the member plainly: no links at all (no official archive has one, and a
     link is the usual way out of the tree), every name inside the tree, and bounded member count and total size."""
-    from ..io import contained
-
     limit = MAX_RATIO * archive.stat().st_size + MAX_SLACK_BYTES
     seen = {"members": 0, "bytes": 0}
 
@@ -196,8 +186,6 @@ def _member_filter(archive: Path, tree: Path):
 def _unpack(archive: Path, root: Path, work: Path) -> None:
     """Extract `archive` into `work`/tree, then move each top-level entry into `root`, none of them if any name is
     taken there: a user's folder (say `DIR/train/`) is never merged into, replaced or deleted."""
-    from ..io import contained
-
     tree = work / "tree"
     tree.mkdir()
     try:

@@ -9,6 +9,8 @@ Used when Triton and a CUDA device are present; tests run it on the CPU via TRIT
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 try:
@@ -60,8 +62,6 @@ if triton is not None:
 
 
 def available(device: torch.device) -> bool:
-    import os
-
     return triton is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 

@@ -184,13 +184,13 @@ class Loader:
 
     # ------------------------------------------------------------------ torch (reference)
     def _iter_torch(self, epoch: int):
-        from .torch_backend import torch_loader
+        from .torch_backend import torch_loader  # torchvision: heavy, and only this backend needs it
 
         return iter(torch_loader(self, epoch))
 
     # ------------------------------------------------------------------ ffcv
     def _iter_ffcv(self, epoch: int):
-        from .ffcv_backend import ffcv_iter
+        from .ffcv_backend import ffcv_iter  # FFCV: an optional extra
 
         return ffcv_iter(self, epoch)
 

@@ -7,16 +7,19 @@ that the extension produces the same pixels, and the `gpu` loader runs it on the
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import io
 import os
 import stat
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ZooError
+from ..errors import ZooError, suggest
 
 
 def _load_extension():
@@ -28,10 +31,6 @@ def _load_extension():
     """
     path = os.environ.get("ZOO_NATIVE_LIB")
     if path:
-        import importlib.machinery
-        import importlib.util
-        import sys
-
         loader = importlib.machinery.ExtensionFileLoader("zoo._native", path)
         spec = importlib.util.spec_from_file_location("zoo._native", path, loader=loader)
         mod = importlib.util.module_from_spec(spec)
@@ -39,7 +38,7 @@ def _load_extension():
         sys.modules["zoo._native"] = mod
         return mod
     try:
-        from .. import _native as mod
+        from .. import _native as mod  # compiled: optional, so imported where its absence is handled
     except ImportError:  # built without the extension (e.g. a source checkout without compiling)
         return None
     return mod
@@ -281,8 +280,6 @@ class Augment:
 
     @classmethod
     def parse(cls, spec) -> Augment:
-        from ..errors import ZooError, suggest
-
         if spec is None or spec is False:
             return cls()
         if isinstance(spec, cls):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..errors import ZooError
 from . import native
@@ -215,9 +217,6 @@ def read_stl10(root: Path, split: str, *, resize: int | None = None) -> RawSplit
     if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
         raise ZooError(f"{yp}: labels must be 1..{len(names)}")
     if resize and resize != 96:
-        import torch
-        import torch.nn.functional as F
-
         t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
         t = F.interpolate(t, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False)
         images = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

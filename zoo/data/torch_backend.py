@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import ZooError
+from .readers import RawSplit, scan_image_folder, subset_classes
+
 
 class CacheImages(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, order: np.ndarray, transform):
@@ -52,9 +55,6 @@ def source_files(data) -> list[str] | None:
 
     Listed the way ingest listed them (our scanner: the same extensions, order and --classes subset; torchvision's
     ImageFolder would also take .bmp/.webp files and every class, and its indices would point at other images)."""
-    from ..errors import ZooError
-    from .readers import RawSplit, scan_image_folder, subset_classes
-
     meta = data.meta
     root = Path(meta.get("source_root", "")) / data.split
     if meta.get("format") != "imagefolder" or not root.is_dir():
