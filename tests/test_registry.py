@@ -179,3 +179,24 @@ def test_config_checks_apply_to_the_dataclass_itself():
     with pytest.raises(ZooError, match="dropout=1.5"):
         LeNetConfig(dropout=1.5)
     assert LeNetConfig(dropout=0.5).dropout == 0.5 and zoo.create_model("mlp2", hidden=[]).fc.in_features == 784
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"num_classes": 0}, "num_classes"), ({"num_classes": -1}, "num_classes"), ({"num_classes": True}, "num_classes"),
+    ({"num_classes": 1.5}, "num_classes"), ({"num_classes": "10"}, "num_classes"), ({"in_chans": 0}, "in_chans"),
+    ({"in_chans": -3}, "in_chans"), ({"img_size": 0}, "img_size"), ({"img_size": 10**6}, "img_size"),
+    ({"img_size": float("nan")}, "img_size"),
+])
+def test_shape_arguments_checked_not_defaulted(kw, word):
+    """0 used to mean "the dataset's" (create_model('lenet5', num_classes=0) built a 10-class head with rc 0, weights
+    metadata saying 0 channels built a 1-channel model); strings and NaN failed deep in torch; 10**6 px asked for
+    terabytes. Each is now one ZooError naming the argument."""
+    with pytest.raises(ZooError, match=word):
+        zoo.create_model("lenet5", **kw)
+    assert zoo.create_model("lenet5", num_classes=3, in_chans=3, img_size=32).zoo_name == "lenet5"
+
+
+def test_failed_allocation_is_a_zoo_error():
+    """Widths from a hostile weights file's config: the allocation fails, as one ZooError naming the model."""
+    with pytest.raises(ZooError, match="cannot build lenet5"):
+        zoo.create_model("lenet5", channels=[10**6, 10**6])

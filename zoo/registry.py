@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import numbers
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -75,16 +76,34 @@ def create_model(
     """
     _check_name(name)
     spec = dataset_spec(dataset or _DEFAULT_DATASET[name])
-    model = _ENTRYPOINTS[name](
-        num_classes=num_classes or spec.num_classes,
-        in_chans=in_chans or spec.in_chans,
-        img_size=img_size or spec.img_size,
-        **overrides,
-    )
+    # None means "the dataset's"; anything else is checked (0 used to mean the default too: num_classes=0 built a
+    # 10-class head without a word, and weights whose metadata said 0 channels built a model for the dataset's).
+    shape = {k: _shape_arg(k, v, default) for k, v, default in (
+        ("num_classes", num_classes, spec.num_classes), ("in_chans", in_chans, spec.in_chans),
+        ("img_size", img_size, spec.img_size))}
+    try:
+        model = _ENTRYPOINTS[name](**shape, **overrides)
+    except (RuntimeError, MemoryError) as e:  # e.g. widths from a hostile weights file: an allocation that fails
+        raise ZooError(f"cannot build {name} with {shape} and options {overrides}: "
+                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
     model.zoo_name = name
     if init is not None:
         init_weights(model, init)
     return model
+
+
+# Bounds on the shape arguments: far above any dataset zoo knows (STL-10 is 96 px, CIFAR-100 has 100 classes) and
+# low enough that a typo or a hostile weights file's metadata cannot ask for a model of many gigabytes.
+SHAPE_LIMITS = {"num_classes": (1, 100_000), "in_chans": (1, 16), "img_size": (8, 1024)}
+
+
+def _shape_arg(key: str, value, default: int) -> int:
+    if value is None:
+        return default
+    lo, hi = SHAPE_LIMITS[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ZooError(f"{key} must be an integer from {lo} to {hi}, got {value!r}")
+    return int(value)
 
 
 def build(cls, cfg, *, num_classes: int, in_chans: int, img_size: int, **overrides) -> nn.Module:
