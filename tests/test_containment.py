@@ -144,3 +144,15 @@ def test_report_folder_from_an_exported_files_tag_stays_under_reports(tag, folde
     from zoo.report import default_report_dir
 
     assert default_report_dir(tag, "m.onnx") == Path("reports") / folder
+
+
+def test_overlong_names_and_tags_refused_by_name():
+    """A weights file whose embedded tag is 300 characters loaded (rc 0), then `python -m export` failed with rc 1 and
+    'output directory is not writable: File name too long'. Names and tags are now bounded where they are checked."""
+    from zoo.io import MAX_NAME, MAX_TAG, check_name, check_tag
+
+    assert check_tag("a" * (MAX_TAG - 6) + ".mnist") and check_name("d" * MAX_NAME, what="dataset")
+    with pytest.raises(ZooError, match="at most 200"):
+        check_tag("a" * 300 + ".mnist", what="embedded tag")
+    with pytest.raises(ZooError, match="dataset"):
+        check_name("d" * (MAX_NAME + 1), what="dataset")

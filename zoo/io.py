@@ -36,21 +36,26 @@ def zoo_home() -> Path:
 
 
 NAME_RE = re.compile(_PART)
+# A name or tag becomes a file name with a suffix and a temp marker around it (`.TAG.onnx.XXXXXXXX.tmp.verify.json`):
+# within these lengths that stays under the usual 255-byte limit, so a long tag is refused here, naming it, rather
+# than failing as an unwritable folder when the first file is made.
+MAX_NAME = 100
+MAX_TAG = 200
 
 
 def check_name(name: str, *, what: str) -> str:
     """`name` unchanged if it can be one part of a tag and one folder name (a dataset, a split): letters, digits and
     underscores, not starting with '_'. Anything else (a '/', '..', a '.') is one ZooError naming `what`."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ZooError(f"{what} {name!r} is not a valid name (letters, digits and underscores)")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
+        raise ZooError(f"{what} {name!r} is not a valid name (letters, digits and underscores, at most {MAX_NAME})")
     return name
 
 
 def check_tag(tag: str, *, what: str = "tag") -> str:
     """`tag` unchanged if it follows the registry's grammar (`name.dataset[-labels]`), else one ZooError."""
-    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag) or len(tag) > MAX_TAG:
         raise ZooError(f"{what} {tag!r} is not a valid tag (expected name.dataset or name.dataset-labels: letters, "
-                       "digits and underscores)")
+                       f"digits and underscores, at most {MAX_TAG} characters)")
     return tag
 
 
