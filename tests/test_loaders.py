@@ -161,3 +161,17 @@ def test_loader_options_are_checked(split, kw, match):
     args = {"batch_size": 64} | kw
     with pytest.raises(ZooError, match=match):
         Loader(split, args.pop("batch_size"), **args)
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"indices": [0.5, 1.7]}, "indices"), ({"indices": [[0, 1]]}, "indices"), ({"indices": ["a"]}, "indices"),
+    ({"indices": [10**6]}, "indices must lie"), ({"indices": [-1]}, "indices must lie"),
+    ({"device": "bogus"}, "device"), ({"seed": -1}, "seed"), ({"seed": 2**64}, "seed"), ({"seed": 1.5}, "seed"),
+    ({"dtype": "float32"}, "dtype"), ({"dtype": torch.int64}, "dtype"),
+])
+def test_bad_arguments_refused_up_front(split, kw, word):
+    """Float indices were truncated (0.7 read sample 0, rc 0); strings, out-of-range indices, a negative seed, a
+    bogus device or dtype failed inside numpy/torch (some only once iteration began). Each is one ZooError now."""
+    with pytest.raises(ZooError, match=word):
+        Loader(split, 32, **kw)
+    assert Loader(split, 32, indices=np.array([3, 1], np.uint16), shuffle=False).indices.tolist() == [3, 1]

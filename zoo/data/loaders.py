@@ -60,9 +60,16 @@ class Loader:
                 or not 0 <= shard[0] < shard[1]):
             raise ZooError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
         self.data, self.batch_size, self.drop_last, self.seed = data, batch_size, drop_last, seed
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
+            raise ZooError(f"seed must be an integer from 0 to 2**63-1, got {seed!r}")  # numpy's seeds are >= 0
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ZooError(f"dtype must be a floating torch.dtype (uint8=True gives raw bytes), got {dtype!r}")
         self.augment = Augment.parse(augment)
         self.shuffle = data.split == "train" if shuffle is None else shuffle
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        try:
+            self.device = torch.device(device) if device is not None else torch.device("cpu")
+        except (RuntimeError, TypeError) as e:
+            raise ZooError(f"device {device!r} is not a torch device ({e})") from None
         backend = backend or ("gpu" if self.device.type == "cuda" else "native")
         if backend not in BACKENDS:
             raise ZooError(f"unknown loader backend {backend!r}; {suggest(backend, BACKENDS)}")
@@ -78,7 +85,7 @@ class Loader:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ZooError(f"prefetch must be an integer >= 1, got {prefetch!r}")
         self.prefetch, self.transform = prefetch, transform
-        self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
+        self.indices = np.arange(len(data)) if indices is None else _check_indices(indices, len(data))
         self.rank, self.world = shard
         self.epoch = 0
         mean, std = data.norm
@@ -193,6 +200,19 @@ class Loader:
         from .ffcv_backend import ffcv_iter  # FFCV: an optional extra
 
         return ffcv_iter(self, epoch)
+
+
+def _check_indices(indices, n: int) -> np.ndarray:
+    """indices as a 1-D int64 array of sample numbers in [0, n): floats were truncated (0.7 read sample 0), strings
+    and out-of-range values failed mid-epoch."""
+    a = np.asarray(indices)
+    if a.size == 0 and a.ndim == 1:
+        a = a.astype(np.int64)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ZooError(f"indices must be a 1-D array of integer sample numbers, got {a.dtype} of shape {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ZooError(f"indices must lie in 0..{n - 1} (the split has {n} samples), got {a.min()}..{a.max()}")
+    return a.astype(np.int64)
 
 
 def _slice(params: dict, lo: int, hi: int) -> dict:
