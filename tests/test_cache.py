@@ -351,3 +351,17 @@ def test_bad_resize_or_threads_named(tmp_path, data_home):
         with pytest.raises(ZooError, match=rf"--{opt} {value!r}: expected an integer in 1..1024"):
             ingest("stl_new", tmp_path / "stl", progress=False, **{opt: value})
     assert not (data_home / "stl_new").exists()
+
+
+def test_split_link_loop_is_a_damaged_cache_and_ingest_repairs_it(tmp_path, data_home):
+    """A split link pointing to itself made open_split raise pathlib's RuntimeError('Symlink loop'): a traceback
+    from `zoo eval` / `zoo train`. It is now the damaged-cache error, and `ingest --force` replaces the link."""
+    write_mnist(tmp_path / "m", 20, 10)
+    ingest("loopy", tmp_path / "m")
+    link = data_home / "loopy" / "test"
+    link.unlink()
+    os.symlink("test", link)
+    with pytest.raises(ZooError, match="the cache is damaged"):
+        open_split("loopy", "test")
+    ingest("loopy", tmp_path / "m", force=True)
+    assert len(open_split("loopy", "test")) == 10

@@ -435,11 +435,11 @@ def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit
         # Every file is read from the one version folder the link points to now: a rebuild swapping the link
         # meanwhile cannot pair one version's labels with another's images. If that version is removed before its
         # files are opened (a rebuild finishing in between), the new one is read instead.
-        d = link.resolve()
+        d = _resolve(link, dataset)
         try:
             return _open_version(dataset, split, labels, d)
         except FileNotFoundError:
-            if attempt == 2 or link.resolve() == d:
+            if attempt == 2 or _resolve(link, dataset) == d:
                 break
     known = [p.name for p in (data_home() / dataset).iterdir() if not p.name.startswith(".")] \
         if (data_home() / dataset).is_dir() else []
@@ -452,6 +452,15 @@ def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit
         f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
         f"run: python -m zoo ingest {dataset} --root DIR"
     )
+
+
+def _resolve(link: Path, dataset: str) -> Path:
+    """The version folder a split's link points to; a link that points to itself (or round a loop) is a damaged
+    cache, not a RuntimeError from pathlib."""
+    try:
+        return link.resolve()
+    except (RuntimeError, OSError) as e:  # "Symlink loop" (RuntimeError before Python 3.13, OSError after)
+        raise _damaged(link, dataset, f"unreadable link ({e})") from None
 
 
 def _open_version(dataset: str, split: str, labels: str, d: Path) -> CachedSplit:
