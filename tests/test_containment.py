@@ -61,7 +61,7 @@ def test_manifest_file_cannot_leave_the_store(tmp_path, monkeypatch, file):
     secret = _weights(tmp_path / "outside.safetensors")
     manifest = tmp_path / "store" / "manifest.json"
     manifest.parent.mkdir()
-    entry = {"file": file, "sha256": W.sha256_file(secret), "model": "lenet5", "dataset": "mnist"}
+    entry = W.read_embedded_meta(secret).to_dict() | {"file": file, "sha256": W.sha256_file(secret)}
     manifest.write_text(json.dumps({"format": 1, "weights": {"lenet5.mnist": entry}}))
     monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
     with pytest.raises(ZooError, match=r"manifest entry lenet5\.mnist: file .* refused"):
@@ -72,7 +72,7 @@ def test_hostile_embedded_tag_is_refused_everywhere(tmp_path):
     """A weights file whose tag says '../../evil': zoo.load, publish and the export CLI all refuse it, and nothing
     appears outside the folders they write into."""
     bad = _weights(tmp_path / "in" / "bad.safetensors", tag="../../evil")
-    with pytest.raises(ZooError, match=r"embedded tag '\.\./\.\./evil' is not a valid tag"):
+    with pytest.raises(ZooError, match=r"embedded metadata: tag '\.\./\.\./evil' is not a valid tag"):
         zoo.load(bad)
     manifest = tmp_path / "store" / "sub" / "manifest.json"
     manifest.parent.mkdir(parents=True)

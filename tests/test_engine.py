@@ -390,8 +390,12 @@ def test_coarse_label_training_is_its_own_entry(data_home, tmp_path, monkeypatch
     assert "super0" in files["md"].read_text()  # per-class rows are the superclasses
     manifest = tmp_path / "store" / "manifest.json"
     manifest.parent.mkdir()
-    assert publish(r.weights, manifest) == "mlp2.cifar100-coarse" and list(read_manifest(manifest)) == [
+    with pytest.raises(ZooError, match="trained on a partial copy of cifar100"):  # 200 images: not cifar100's figures
+        publish(r.weights, manifest)
+    assert not manifest.exists()
+    assert publish(r.weights, manifest, force=True) == "mlp2.cifar100-coarse" and list(read_manifest(manifest)) == [
         "mlp2.cifar100-coarse"]
+    assert read_manifest(manifest)["mlp2.cifar100-coarse"].partial_data == ["test", "train"]  # and it stays labelled
     monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
     assert zoo.load("mlp2.cifar100-coarse").zoo_meta["labels"] == "coarse"
 

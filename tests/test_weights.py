@@ -13,12 +13,13 @@ import zoo
 import zoo.io
 from zoo import weights as W
 from zoo.errors import ZooError
+from zoo.meta import WeightsMeta
 
 
-def _meta(model_name="lenet5", dataset="mnist"):
-    return {"tag": f"{model_name}.{dataset}", "model": model_name, "dataset": dataset,
-            "classes": [str(i) for i in range(10)], "num_classes": 10, "mean": [0.13], "std": [0.31],
-            "input_size": [1, 28, 28], "config_overrides": {}, "metrics": {"top1": 0.5}, "recipe": {"name": "adam"}}
+def _meta(model_name="lenet5", dataset="mnist") -> WeightsMeta:
+    return WeightsMeta(tag=f"{model_name}.{dataset}", model=model_name, dataset=dataset,
+                       classes=[str(i) for i in range(10)], mean=[0.13], std=[0.31], input_size=[1, 28, 28],
+                       metrics={"top1": 0.5}, recipe={"name": "adam"})
 
 
 @pytest.fixture
@@ -156,14 +157,14 @@ def test_publish_replaces_an_entry_only_with_better_weights(store, tmp_path, cap
     shipped = manifest.read_bytes(), (manifest.parent / "lenet5.mnist.safetensors").read_bytes()
     model = zoo.create_model("lenet5")
     worse, unmeasured, better = (tmp_path / f"{n}.safetensors" for n in ("worse", "unmeasured", "better"))
-    W.save_weights(model, worse, _meta() | {"metrics": {"top1": 0.4}})
+    W.save_weights(model, worse, _meta().replace(metrics={"top1": 0.4}))
     W.save_weights(model, unmeasured, {k: v for k, v in _meta().items() if k != "metrics"})
     for f, why in ((worse, "does not beat the shipped lenet5.mnist"), (unmeasured, "no measured test metrics")):
         assert main(["publish", str(f)]) == 2
         err = capsys.readouterr().err
         assert str(f) in err and why in err
         assert (manifest.read_bytes(), (manifest.parent / "lenet5.mnist.safetensors").read_bytes()) == shipped
-    W.save_weights(model, better, _meta() | {"metrics": {"top1": 0.6}})
+    W.save_weights(model, better, _meta().replace(metrics={"top1": 0.6}))
     assert main(["publish", str(better)]) == 0
     assert W.read_manifest(manifest)["lenet5.mnist"]["metrics"]["top1"] == 0.6
     assert main(["publish", str(worse), "--force"]) == 0  # a maintainer's deliberate choice

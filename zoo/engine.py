@@ -24,6 +24,7 @@ from .data.specs import DATASETS, flips_keep_labels
 from .errors import ZooError
 from .evaluation import evaluate
 from .io import atomic_write, remove_stale_temps
+from .meta import WeightsMeta
 from .pretrained import load
 from .recipes import Recipe, default_recipe, get_recipe
 from .registry import create_model, init_weights
@@ -562,26 +563,22 @@ def train_one_epoch(state: TrainState, ctx: RunContext, loader: Loader, steps_lo
 
 
 def _weights_meta(state: TrainState, ctx: RunContext, tag: str, dataset: str, labels: str, data, recipe, init,
-                  train_last, train_subset, commit: str) -> dict[str, Any]:
+                  train_last, train_subset, commit: str) -> WeightsMeta:
     """What model.safetensors and the manifest say about the weights: data, preprocessing, recipe, provenance."""
-    meta = {
-        "tag": tag, "model": state.model_name, "dataset": dataset, "labels": labels, "classes": list(data.classes),
-        "num_classes": len(data.classes), "mean": data.norm[0], "std": data.norm[1],
-        "input_size": [data.images.shape[3], data.images.shape[1], data.images.shape[2]],
-        "config_overrides": ctx.rec.model,
-        "recipe": ctx.rec.to_dict() | {"name": recipe if isinstance(recipe, str) else None, "seed": ctx.seed,
-                                       "init": init, "train_last": train_last, "train_subset": train_subset},
-        "epochs_run": len(state.history), "train_seconds": round(state.train_seconds, 2),
-        "device": _device_name(ctx.dev), "bf16": ctx.bf16, "channels_last": ctx.channels_last,
-        "torch": torch.__version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-    }
-    partial = partial_splits(dataset)
-    if partial:  # cached from a partial copy (ingest --allow-partial): what is measured here must say so
-        meta["partial_data"] = partial
-    return meta
+    partial = partial_splits(dataset)  # cached from a partial copy (ingest --allow-partial): the file says so
+    return WeightsMeta(
+        tag=tag, model=state.model_name, dataset=dataset, labels=labels, classes=list(data.classes),
+        mean=data.norm[0], std=data.norm[1],
+        input_size=[data.images.shape[3], data.images.shape[1], data.images.shape[2]],
+        config_overrides=ctx.rec.model,
+        recipe=ctx.rec.to_dict() | {"name": recipe if isinstance(recipe, str) else None, "seed": ctx.seed,
+                                    "init": init, "train_last": train_last, "train_subset": train_subset},
+        epochs_run=len(state.history), train_seconds=round(state.train_seconds, 2), device=_device_name(ctx.dev),
+        bf16=ctx.bf16, channels_last=ctx.channels_last, torch=torch.__version__, commit=commit,
+        date=time.strftime("%Y-%m-%d"), partial_data=partial or None)
 
 
-def finalize(state: TrainState, ctx: RunContext, meta: dict[str, Any], dataset: str, labels: str, flip_ok: bool,
+def finalize(state: TrainState, ctx: RunContext, meta: WeightsMeta, dataset: str, labels: str, flip_ok: bool,
              evaluate_test: bool, fp16_weights: bool):
     """After the last epoch: the weight average replaces the trained weights, (rank 0) fp16 rounding, the test
     evaluation of exactly what ships, the checks that nothing non-finite ships, model.safetensors, result.json and
@@ -608,11 +605,10 @@ def finalize(state: TrainState, ctx: RunContext, meta: dict[str, Any], dataset: 
         try:
             result_test = evaluate(model, dataset, device=str(ctx.dev), batch_size=1024, labels=labels,
                                    tta=flip_ok)  # top1 stays single-view; flip TTA is its own figure
-            meta["metrics"] = {"top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
-                               "top1_flip_tta": result_test.top1_flip_tta,
-                               "macro_f1": result_test.macro["f1"], "split": "test",
-                               "per_class_accuracy": result_test.per_class_accuracy,
-                               "evaluated_with": "zoo.evaluate, backend torch"}
+            meta = meta.replace(metrics={
+                "top1": result_test.top1, "top5": result_test.top5, "loss": result_test.loss,
+                "top1_flip_tta": result_test.top1_flip_tta, "macro_f1": result_test.macro["f1"], "split": "test",
+                "per_class_accuracy": result_test.per_class_accuracy, "evaluated_with": "zoo.evaluate, backend torch"})
         except ZooError as e:
             print(f"note: no test evaluation: {e}")
     _check_finite_weights(model, None, "as saved" + (" (rounded to fp16)" if fp16_weights else ""), ctx.ckpt_path)
@@ -621,7 +617,7 @@ def finalize(state: TrainState, ctx: RunContext, meta: dict[str, Any], dataset: 
                            f"{weights.name} written (last checkpoint: {ctx.ckpt_path}); lower the LR")
     meta = save_weights(model, weights, meta, fp16=fp16_weights)
     model.zoo_meta = meta
-    (ctx.out / "result.json").write_text(json.dumps({"meta": meta, "history": state.history}, indent=1))
+    (ctx.out / "result.json").write_text(json.dumps({"meta": meta.to_dict(), "history": state.history}, indent=1))
     plot_curves(state.history, ctx.out / "curves.png", title=f"{state.model_name} on {dataset}")
     return weights, result_test
 

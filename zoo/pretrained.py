@@ -54,13 +54,16 @@ def load(tag_or_path: str | os.PathLike) -> nn.Module:
     else:
         tag = resolve_tag(str(tag_or_path))
         path, meta = weights_file(tag)
-    c, h, _ = meta["input_size"]
-    model = registry.create_model(
-        meta["model"], num_classes=len(meta["classes"]), in_chans=c, img_size=h, **meta.get("config_overrides", {})
-    )
+    c, h, _ = meta.input_size
+    model = registry.create_model(meta.model, num_classes=meta.num_classes, in_chans=c, img_size=h,
+                                  **meta.config_overrides)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(path).items()}
-    model.load_state_dict(state)
-    model.zoo_meta = dict(meta)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing/unexpected keys or other shapes than its own metadata describes
+        first = str(e).strip().splitlines()[0]
+        raise ZooError(f"{path}: its tensors do not fit the {meta.model} its metadata describes ({first})") from None
+    model.zoo_meta = meta
     return model.eval()
 
 
@@ -79,7 +82,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
                                      dataset=dataset, init=init, **overrides)
     spec = registry.dataset_spec(dataset or registry.default_dataset(name))
     model = load(f"{name}.{spec.name}")
-    if num_classes not in (None, model.zoo_meta["num_classes"]) or overrides or init:
-        raise ZooError(f"pretrained {name}.{spec.name} has {model.zoo_meta['num_classes']} classes and a fixed "
+    if num_classes not in (None, model.zoo_meta.num_classes) or overrides or init:
+        raise ZooError(f"pretrained {name}.{spec.name} has {model.zoo_meta.num_classes} classes and a fixed "
                        "config; to change the head use zoo.train(..., init='zoo:TAG')")
     return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def preprocess_for(model) -> Preprocess:
     `model` is a model from `zoo.load` / `zoo.train`, a registry tag (`"lenet5_bn.mnist"`), a `.safetensors` file
     written by zoo, an exported model from `zoo.load_exported`, or a metadata dict (input_size, mean, std).
     """
-    if isinstance(model, dict):
+    if isinstance(model, Mapping):  # a metadata dict, or a WeightsMeta
         return Preprocess(model, name="metadata")
     if isinstance(model, (str, os.PathLike)):
         if Path(model).suffix == ".safetensors":
@@ -128,7 +129,7 @@ def preprocess_for(model) -> Preprocess:
         tag = resolve_tag(str(model))
         return Preprocess(read_manifest()[tag], name=tag)
     meta = getattr(model, "zoo_meta", None) or getattr(model, "meta", None)  # a zoo model / an exported model
-    if not isinstance(meta, dict):
+    if not isinstance(meta, Mapping):
         raise ZooError(f"preprocess_for: a {type(model).__name__} carries no zoo metadata; pass a model from "
                        "zoo.load or zoo.train, a tag, a .safetensors file or a dict with input_size, mean and std")
     return Preprocess(meta, name=meta.get("tag") or type(model).__name__)

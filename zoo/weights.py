@@ -16,14 +16,18 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from .errors import ZooError, suggest
 from .io import atomic_write, check_tag, contained, download, sha256_file, zoo_home
+from .meta import WeightsMeta
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 MANIFEST_FORMAT = 1
@@ -33,7 +37,7 @@ def manifest_path() -> Path:
     return Path(os.environ.get("ZOO_MANIFEST", PACKAGE_WEIGHTS / "manifest.json"))
 
 
-def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
+def read_manifest(path: Path | None = None) -> dict[str, WeightsMeta]:
     path = path or manifest_path()
     if not path.exists():
         return {}
@@ -41,9 +45,18 @@ def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ZooError(f"weights manifest {path} is not valid JSON: {e}") from None
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ZooError(f"weights manifest {path} has format {data.get('format')!r}, expected {MANIFEST_FORMAT}")
-    return data["weights"]
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ZooError(f"weights manifest {path} has format {got!r}, expected {MANIFEST_FORMAT}")
+    if not isinstance(data.get("weights"), dict):
+        raise ZooError(f"weights manifest {path} has no 'weights' object")
+    entries = {}
+    for tag, entry in data["weights"].items():
+        meta = WeightsMeta.from_dict(entry, source=f"weights manifest {path}: entry {tag!r}")
+        if meta.tag != tag:
+            raise ZooError(f"weights manifest {path}: entry {tag!r} describes {meta.tag!r}")
+        entries[tag] = meta
+    return entries
 
 
 def list_pretrained(pattern: str | None = None) -> list[str]:
@@ -72,30 +85,30 @@ def _dist_copy(name: str) -> Path | None:
     return None
 
 
-def copies(tag: str, entry: dict[str, Any] | None = None) -> list[tuple[str, Path]]:
+def copies(tag: str, entry: WeightsMeta | None = None) -> list[tuple[str, Path]]:
     """The existing copies of a tag's weights file, in lookup order, as (where, path); where is "package" (next to
     the manifest), "ZOO_HOME" or "zoo-weights". Not hash-checked: `weights_file` and `verify` do that."""
     entry = entry or read_manifest()[tag]
     # The manifest is data (a $ZOO_MANIFEST may come from anyone): its `file` names a file inside each store.
     what = f"manifest entry {tag}: file"
-    found = [(where, p) for where, p in (("package", contained(manifest_path().parent, entry["file"], what=what)),
-                                          ("ZOO_HOME", contained(zoo_home() / "weights", entry["file"], what=what)))
+    found = [(where, p) for where, p in (("package", contained(manifest_path().parent, entry.file, what=what)),
+                                          ("ZOO_HOME", contained(zoo_home() / "weights", entry.file, what=what)))
              if p.is_file()]
-    dist = _dist_copy(entry["file"])
+    dist = _dist_copy(entry.file)
     return found + ([("zoo-weights", dist)] if dist is not None else [])
 
 
-def download_url(entry: dict[str, Any]) -> str | None:
+def download_url(entry: WeightsMeta) -> str | None:
     """Where a missing file is downloaded from: `$ZOO_WEIGHTS_URL/<file>` (a mirror the user configured wins over
     the manifest's default), else the entry's `url`, else None."""
     base = os.environ.get("ZOO_WEIGHTS_URL")
-    return f"{base.rstrip('/')}/{entry['file']}" if base else (entry.get("url") or None)
+    return f"{base.rstrip('/')}/{entry.file}" if base else (entry.url or None)
 
 
-def missing_message(tag: str, entry: dict[str, Any]) -> str:
+def missing_message(tag: str, entry: WeightsMeta) -> str:
     """The one error for a file found nowhere: the tag, the file, where zoo looked and the commands that get it."""
     dist = "the zoo-weights distribution" + (" (not installed)" if not _dist_installed() else "")
-    return (f"weights file {entry['file']} for {tag} is not installed (looked in {manifest_path().parent}, "
+    return (f"weights file {entry.file} for {tag} is not installed (looked in {manifest_path().parent}, "
             f"{zoo_home() / 'weights'} and {dist}) and no download URL is configured (ZOO_WEIGHTS_URL or the "
             f"manifest's url); get it with: python -m zoo weights pull {tag} --from DIR_OR_URL (a zoo checkout's "
             "zoo/weights folder or a mirror), or install every large file with: "
@@ -112,46 +125,46 @@ def _dist_installed() -> bool:
     return True
 
 
-def _source_url(source: str, tag: str, entry: dict[str, Any]) -> str:
+def _source_url(source: str, tag: str, entry: WeightsMeta) -> str:
     """`--from DIR_OR_URL` as the URL of this entry's file: a base URL (http, https, file) gets `/<file>`; a folder
     must hold the file."""
     if "://" in source:
         scheme = source.split("://", 1)[0].lower()
         if scheme not in ("http", "https", "file"):
             raise ZooError(f"--from {source!r}: only http://, https:// and file:// URLs (or a folder) are supported")
-        return f"{source.rstrip('/')}/{entry['file']}"
+        return f"{source.rstrip('/')}/{entry.file}"
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise ZooError(f"--from {source!r} is neither a folder nor an http(s):// or file:// URL")
-    path = contained(folder, entry["file"], what=f"manifest entry {tag}: file")
+    path = contained(folder, entry.file, what=f"manifest entry {tag}: file")
     if not path.is_file():
-        raise ZooError(f"--from {source}: no {entry['file']} there (needed for {tag})")
+        raise ZooError(f"--from {source}: no {entry.file} there (needed for {tag})")
     return path.resolve().as_uri()
 
 
-def _fetch(url: str, tag: str, entry: dict[str, Any], *, progress: bool) -> Path:
+def _fetch(url: str, tag: str, entry: WeightsMeta, *, progress: bool) -> Path:
     """Download a file into $ZOO_HOME/weights: sha256-checked before the atomic move, nothing left on failure."""
-    dest = contained(zoo_home() / "weights", entry["file"], what=f"manifest entry {tag}: file")
+    dest = contained(zoo_home() / "weights", entry.file, what=f"manifest entry {tag}: file")
     # The manifest declares the size: a server sending more is cut off just past it (the sha256 check would
     # refuse such a file anyway; the cap stops an endless body before it fills the disk).
-    size = entry.get("size")
-    download(url, dest, entry["sha256"], what="weights", progress=progress,
+    size = entry.size
+    download(url, dest, entry.sha256, what="weights", progress=progress,
              max_bytes=size + (1 << 20) if isinstance(size, int) and size > 0 else 4 << 30)
     return dest
 
 
-def _check(path: Path, tag: str, entry: dict[str, Any], where: str) -> Path:
+def _check(path: Path, tag: str, entry: WeightsMeta, where: str) -> Path:
     got = sha256_file(path)
-    if got != entry["sha256"]:
+    if got != entry.sha256:
         fix = ("reinstall the zoo-weights distribution built with this zoo's manifest, or run "
                f"python -m zoo weights pull {tag} --from DIR_OR_URL after removing the distribution"
                if where == "zoo-weights" else "delete it and retry")
-        raise ZooError(f"weights file {path} has sha256 {got} but the manifest expects {entry['sha256']}; "
+        raise ZooError(f"weights file {path} has sha256 {got} but the manifest expects {entry.sha256}; "
                        f"the file is corrupt or was replaced; {fix}")
     return path
 
 
-def weights_file(tag: str, *, progress: bool | None = None) -> tuple[Path, dict[str, Any]]:
+def weights_file(tag: str, *, progress: bool | None = None) -> tuple[Path, WeightsMeta]:
     """Local path of the (hash-verified) weights file for a full tag, downloading it if needed (with a progress bar
     when `progress`, default: when stderr is a terminal)."""
     entry = read_manifest()[tag]
@@ -192,7 +205,7 @@ def pull(tags: list[str] | None = None, *, source: str | None = None, progress: 
     for tag in todo:
         entry = entries[tag]
         found = copies(tag, entry)
-        if found and sha256_file(found[0][1]) == entry["sha256"]:
+        if found and sha256_file(found[0][1]) == entry.sha256:
             row = (tag, "installed", found[0][1])
         else:
             if found and found[0][0] != "ZOO_HOME":  # a pulled file would be shadowed by the bad copy
@@ -213,19 +226,16 @@ def pull(tags: list[str] | None = None, *, source: str | None = None, progress: 
 def verify() -> list[tuple[str, str, Path, bool]]:
     """sha256 of every installed copy of every manifest entry: (tag, where, path, matches) per copy."""
     entries = read_manifest()
-    return [(tag, where, path, sha256_file(path) == e["sha256"])
+    return [(tag, where, path, sha256_file(path) == e.sha256)
             for tag, e in entries.items() for where, path in copies(tag, e)]
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     return load_file(str(path))
 
 
-def read_embedded_meta(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
+def read_embedded_meta(path: Path) -> WeightsMeta:
+    """The WeightsMeta a zoo weights file carries in its safetensors header (checked: see WeightsMeta.from_dict)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("zoo")
@@ -239,22 +249,21 @@ def read_embedded_meta(path: Path) -> dict[str, Any]:
         raise ZooError(f"{path}: its zoo metadata is not valid JSON ({e}); refused") from None
     if not isinstance(meta, dict):
         raise ZooError(f"{path}: its zoo metadata is not a JSON object; refused")
-    if "tag" in meta:  # it becomes file and folder names (exports, reports, publish): the registry grammar only
-        check_tag(meta["tag"], what=f"{path}: embedded tag")
-    return meta
+    # The tag becomes file and folder names (exports, reports, publish): the registry grammar only.
+    return WeightsMeta.from_dict(meta, source=f"{path}: embedded metadata")
 
 
-def save_weights(model: nn.Module, path: Path, meta: dict[str, Any], *, fp16: bool = False) -> dict[str, Any]:
-    """Write model weights + metadata atomically; returns meta completed with file, size and sha256."""
-    from safetensors.torch import save_file
-
+def save_weights(model: nn.Module, path: Path, meta: WeightsMeta | Mapping[str, Any], *,
+                 fp16: bool = False) -> WeightsMeta:
+    """Write model weights + metadata atomically; returns the metadata completed with file, size and sha256."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta, dtype="float16" if fp16 else "float32")
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"zoo": json.dumps(meta)}))
-    return dict(meta, file=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+    meta = WeightsMeta.from_dict(meta, source=str(path)).replace(dtype="float16" if fp16 else "float32")
+    header = json.dumps(meta.to_dict())
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"zoo": header}))
+    return meta.replace(file=path.name, size=path.stat().st_size, sha256=sha256_file(path))
 
 
 def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None, url: str | None = None,
@@ -267,26 +276,29 @@ def publish(path: Path, manifest: Path | None = None, *, tag: str | None = None,
     """
     manifest = manifest or manifest_path()
     meta = read_embedded_meta(path)
-    tag = check_tag(tag or meta.get("tag") or f"{meta.get('model')}.{meta.get('dataset')}",
-                    what="--tag" if tag else f"{path}: embedded tag")
+    tag = check_tag(tag or meta.tag, what="--tag" if tag else f"{path}: embedded tag")
     dest = contained(manifest.parent, f"{tag}.safetensors", what="publish tag")
     entries = read_manifest(manifest) if manifest.exists() else {}
-    new_top1 = (meta.get("metrics") or {}).get("top1")
-    old_top1 = (entries.get(tag, {}).get("metrics") or {}).get("top1")
+    new_top1 = (meta.metrics or {}).get("top1")
+    old_top1 = (entries[tag].metrics or {}).get("top1") if tag in entries else None
     digest = sha256_file(path)
-    if tag in entries and entries[tag].get("sha256") == digest:
+    if tag in entries and entries[tag].sha256 == digest:
         # The shipped file itself: keep its entry (its metrics may have been re-measured since), record a new URL.
-        entries[tag] = dict(entries[tag], url=url if url is not None else entries[tag].get("url", ""))
+        entries[tag] = entries[tag].replace(url=url if url is not None else entries[tag].url)
     elif not force and new_top1 is None:
         raise ZooError(f"{path} has no measured test metrics (its run did not evaluate on the test split); "
                        "evaluate before publishing, or pass --force")
+    elif not force and meta.partial_data:
+        raise ZooError(f"{path} was trained on a partial copy of {meta.dataset} ({', '.join(meta.partial_data)}: "
+                       "ingest --allow-partial); its figures are not the dataset's; --force to publish anyway")
     elif not force and old_top1 is not None and new_top1 <= old_top1:
         raise ZooError(f"{path}: test top-1 {new_top1:.2%} does not beat the shipped {tag} ({old_top1:.2%}); "
                        "weights are re-committed only when they get better (--force to replace anyway)")
     else:
         if path.resolve() != dest.resolve():
             atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))  # never a half-written weights file
-        entries[tag] = dict(meta, file=dest.name, size=dest.stat().st_size, sha256=digest, url=url or "")
-    text = json.dumps({"format": MANIFEST_FORMAT, "weights": dict(sorted(entries.items()))}, indent=1) + "\n"
+        entries[tag] = meta.replace(tag=tag, file=dest.name, size=dest.stat().st_size, sha256=digest, url=url or "")
+    body = {t: entries[t].to_dict() for t in sorted(entries)}
+    text = json.dumps({"format": MANIFEST_FORMAT, "weights": body}, indent=1) + "\n"
     atomic_write(manifest, lambda tmp: tmp.write_text(text))
     return tag
