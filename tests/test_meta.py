@@ -74,3 +74,20 @@ def test_header_manifest_and_zoo_meta_are_the_same_schema(tmp_path):
     entry = W.read_manifest(manifest)["lenet5.mnist"]
     assert entry.replace(file="", size=None, sha256="") == header and entry.sha256 == W.sha256_file(
         manifest.parent / "lenet5.mnist.safetensors")
+
+
+def test_model_cards_are_generated_from_the_manifest(tmp_path):
+    """docs/weights/ is what `python -m zoo cards` writes from the manifest: a stale card fails here."""
+    from zoo import cards
+
+    entries = W.read_manifest()
+    assert cards.stale(entries) == [], "run: python -m zoo cards"
+    written = cards.write(entries, tmp_path)
+    assert len(written) == len(entries) + 1
+    c10 = (tmp_path / "resnet18.cifar10.md").read_text()
+    assert cards.CIFAR10_JPEG in c10 and entries["resnet18.cifar10"].sha256 in c10  # every CIFAR-10 card: the caveat
+    assert cards.CIFAR10_JPEG not in (tmp_path / "resnet18.cifar100.md").read_text()
+    (tmp_path / "gone.cifar10.md").write_text(cards.GENERATED + "\nold")
+    (tmp_path / "mine.md").write_text("a user's notes")
+    cards.write(entries, tmp_path)
+    assert not (tmp_path / "gone.cifar10.md").exists() and (tmp_path / "mine.md").exists()  # only its own files go

@@ -1,4 +1,4 @@
-"""python -m zoo {info,list,ingest,train,eval,study,experiment,demo,publish,weights}."""
+"""python -m zoo {info,list,ingest,train,eval,study,experiment,demo,publish,cards,weights}."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy
 import torch
 
-from . import __version__
+from . import __version__, cards
 from . import weights as W
 from .artifacts import to_onnx, to_torchscript
 from .data import ingest, native, open_split
@@ -179,6 +179,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="replace the entry even if the file's test top-1 is not better (or was not measured)")
 
+    s = sub.add_parser("cards", help="write the model cards (docs/weights/) from the manifest")
+    s.set_defaults(func=cmd_cards)
+    s.add_argument("--out", type=Path, default=cards.CARDS_DIR, help="folder (default: docs/weights in the checkout)")
+    s.add_argument("--check", action="store_true", help="write nothing; rc 1 and the names if a card is out of date")
+
     s = sub.add_parser("weights", help="list, pull and verify weights files (the zoo wheel ships only the small ones)")
     s.set_defaults(func=cmd_weights)
     ws = s.add_subparsers(dest="weights_cmd", required=True)
@@ -253,17 +258,7 @@ def cmd_list(a) -> int:
         return 0
     entries = read_manifest()
     if a.markdown:
-        print("| weights | test top-1 | top-5 | flip TTA | file | trained on | train s | recipe | date |")
-        print("|---|---:|---:|---:|---|---|---:|---|---|")
-        for t, e in entries.items():
-            if a.pattern and not t.startswith(a.pattern.rstrip("*")):
-                continue
-            m = e.get("metrics", {})
-            pct = lambda v: f"{v * 100:.2f}%" if v is not None else "-"  # noqa: E731
-            trained_on = e.get("device", "") + (", bf16" if e.get("bf16") else "")
-            print(f"| `{t}` | {pct(m.get('top1'))} | {pct(m.get('top5'))} | {pct(m.get('top1_flip_tta'))} | "
-                  f"{e['dtype']}, {e['size'] / 1e6:.2f} MB | {trained_on} | {e.get('train_seconds', '')} | "
-                  f"{_recipe_label(e['recipe'], e.get('epochs_run'))} | {e.get('date', '')} |")
+        print(cards.table(e for t, e in entries.items() if not a.pattern or fnmatch.fnmatch(t, a.pattern)), end="")
         return 0
     print(f"{'model':<16}{'default dataset':<17}shipped weights (test top-1)")
     for n in list_models(a.pattern):
@@ -374,7 +369,8 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                    help="replace a recipe field or run key in every variant, e.g. batch_size=64 (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, as separate processes sharing the cores")
     p.add_argument("--only", action="append", metavar="VARIANT",
-                   help="run only this variant (name, folder name, or a grid's name; repeatable)")
+                   help="run only this variant: its name, folder name, grid name or part (a group such as "
+                        "lenet; repeatable)")
     p.add_argument("--out", help="study folder (default: reports/study-NAME; experiments: reports/experiment-FAMILY-"
                    "DATASET); finished (variant, seed) runs in it are skipped, interrupted ones resumed")
     p.add_argument("--report", action="store_true", help="train nothing: write the report over the finished runs")
@@ -470,6 +466,20 @@ def cmd_publish(a) -> int:
     return 0
 
 
+def cmd_cards(a) -> int:
+    entries = read_manifest()
+    if a.check:
+        bad = cards.stale(entries, a.out)
+        if bad:
+            print(f"out of date in {a.out}: {', '.join(bad)}; run python -m zoo cards", file=sys.stderr)
+            return 1
+        print(f"{len(entries)} cards in {a.out} match the manifest")
+        return 0
+    written = cards.write(entries, a.out)
+    print(f"wrote {len(written)} files to {a.out}")
+    return 0
+
+
 def cmd_weights(a) -> int:
     if a.weights_cmd == "list":
         rows, total, have = [], 0, 0
@@ -506,15 +516,6 @@ def cmd_weights(a) -> int:
                        f"({', '.join(bad)}); delete them and run python -m zoo weights pull")
     print(f"{len(rows)} installed files match the manifest")
     return 0
-
-
-def _recipe_label(rec: dict, epochs_run) -> str:
-    """'fast_mlp, 40 ep, augment=flip': the named recipe and whatever the run changed in it."""
-    base = RECIPES[rec["name"]].to_dict() if rec.get("name") in RECIPES else {}
-    changed = [f"{k}={rec[k]}" for k in base if k != "epochs" and k in rec and rec[k] != base[k]]
-    # A fine-tune says where it started: "5 ep, lr=0.04" alone would read as a short run from scratch.
-    run = [f"{k}={rec[k]}" for k in ("init", "train_last", "train_subset") if rec.get(k) is not None]
-    return ", ".join([str(rec.get("name") or "custom"), f"{epochs_run} ep", *changed, *run])
 
 
 _format_warning = warnings.formatwarning
