@@ -365,3 +365,32 @@ def test_split_link_loop_is_a_damaged_cache_and_ingest_repairs_it(tmp_path, data
         open_split("loopy", "test")
     ingest("loopy", tmp_path / "m", force=True)
     assert len(open_split("loopy", "test")) == 10
+
+
+@pytest.mark.parametrize("name", ["images.npy", "labels.npy", "meta.json"])
+def test_fifo_in_the_cache_is_refused_not_waited_on(tmp_path, data_home, name):
+    """A FIFO in place of a cache file blocked open_split forever (np.load / read_text wait for a writer): `zoo eval`
+    and `zoo train` hung. It is now the damaged-cache error, at once (run in a subprocess with a timeout)."""
+    write_mnist(tmp_path / "m", 20, 10)
+    ingest("fifo", tmp_path / "m")
+    f = (data_home / "fifo" / "test").resolve() / name
+    f.unlink()
+    os.mkfifo(f)
+    code = ("from zoo.data import open_split\nfrom zoo.errors import ZooError\ntry:\n    open_split('fifo', 'test')\n"
+            "except ZooError as e:\n    print('refused:', e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "ZOO_DATA": str(data_home)})
+    assert "refused:" in p.stdout and "damaged" in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+def test_labels_header_claiming_terabytes_is_a_damaged_cache(tmp_path, data_home):
+    """A labels.npy header declaring 2**40 labels made np.load try to allocate 8 TiB: a MemoryError traceback. The
+    labels are memory-mapped first now, so the file's real length refuses it."""
+    write_mnist(tmp_path / "m", 20, 10)
+    ingest("huge", tmp_path / "m")
+    f = (data_home / "huge" / "test").resolve() / "labels.npy"
+    header = repr({"descr": "<i8", "fortran_order": False, "shape": (1 << 40,)}).encode()
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    f.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64)
+    with pytest.raises(ZooError, match="labels.npy.*the cache is damaged"):
+        open_split("huge", "test")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -236,8 +237,11 @@ def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = 
 
 def _current(dataset: str, split: str, fp: str, allow_partial: bool) -> bool:
     """Whether the cached split was built from this very source and opens cleanly (a damaged one is rebuilt)."""
+    meta_file = split_dir(dataset, split) / "meta.json"
     try:
-        meta = json.loads((split_dir(dataset, split) / "meta.json").read_text())
+        if not meta_file.is_file():  # also not a FIFO, whose read would block
+            return False
+        meta = json.loads(meta_file.read_text())
     except (OSError, ValueError):
         return False
     if not isinstance(meta, dict) or meta.get("source_fingerprint") != fp or meta.get("cache_version") != CACHE_VERSION:
@@ -364,7 +368,7 @@ def partial_splits(dataset: str) -> list[str]:
         if p.name.startswith("."):
             continue
         try:
-            if json.loads((p / "meta.json").read_text()).get("partial"):
+            if (p / "meta.json").is_file() and json.loads((p / "meta.json").read_text()).get("partial"):
                 out.append(p.name)
         except (OSError, ValueError, AttributeError):
             continue
@@ -401,6 +405,7 @@ def _damaged(path: Path, dataset: str, why: str) -> ZooError:
 def _read_meta(path: Path, dataset: str) -> dict:
     """meta.json, parsed and checked for what readers use: classes, shape, per-channel mean/std."""
     try:
+        _check_regular(path, dataset)
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise _damaged(path, dataset, f"unreadable ({e})") from None
@@ -419,12 +424,21 @@ def _read_meta(path: Path, dataset: str) -> dict:
     return meta
 
 
+def _check_regular(path: Path, dataset: str) -> None:
+    """A cache file must be a regular file (through links): opening a FIFO put there would block the reader forever,
+    a directory or device is no cache file. FileNotFoundError passes through (open_split retries on it)."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise _damaged(path, dataset, "not a regular file")
+
+
 def _load(path: Path, dataset: str, **kw) -> np.ndarray:
     try:
+        _check_regular(path, dataset)
         return np.load(path, **kw)  # allow_pickle stays False: an object array is refused, not run
     except FileNotFoundError:
         raise  # a version removed by a rebuild between the link's resolution and this read: open_split retries
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, MemoryError) as e:  # MemoryError: a header claiming terabytes
         raise _damaged(path, dataset, f"unreadable ({e})") from None
 
 
@@ -485,7 +499,9 @@ def _open_version(dataset: str, split: str, labels: str, d: Path) -> CachedSplit
     images_file = d / "images.npy"
     # mmap_mode: only the header is read; a file shorter than its header says fails here (mmap length check).
     images = _load(images_file, dataset, mmap_mode="r")
-    y = _load(label_file, dataset)
+    # Memory-mapped first, so a header that claims more labels than the file holds fails the mmap length check
+    # instead of allocating what it claims; then copied (labels are small).
+    y = np.array(_load(label_file, dataset, mmap_mode="r"))
     if images.dtype != np.uint8 or images.ndim != 4 or list(images.shape[1:]) != meta["shape"]:
         raise _damaged(images_file, dataset, f"holds {images.dtype} {images.shape}, meta.json says uint8 "
                                              f"N x {' x '.join(map(str, meta['shape']))}")
