@@ -394,3 +394,13 @@ def test_labels_header_claiming_terabytes_is_a_damaged_cache(tmp_path, data_home
     f.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64)
     with pytest.raises(ZooError, match="labels.npy.*the cache is damaged"):
         open_split("huge", "test")
+
+
+def test_ingest_arguments_checked(tmp_path, data_home):
+    """ingest(..., resise=32) ignored the typo (rc 0, cached without it); root=None was a TypeError."""
+    write_mnist(tmp_path / "m", 20, 10)
+    with pytest.raises(ZooError, match="unknown option.*bogus"):
+        ingest("opts", tmp_path / "m", bogus=1)
+    with pytest.raises(ZooError, match="root must be a folder path"):
+        ingest("opts", None)
+    assert not (data_home / "opts").exists()

@@ -167,7 +167,8 @@ def test_loader_options_are_checked(split, kw, match):
     ({"indices": [0.5, 1.7]}, "indices"), ({"indices": [[0, 1]]}, "indices"), ({"indices": ["a"]}, "indices"),
     ({"indices": [10**6]}, "indices must lie"), ({"indices": [-1]}, "indices must lie"),
     ({"device": "bogus"}, "device"), ({"seed": -1}, "seed"), ({"seed": 2**64}, "seed"), ({"seed": 1.5}, "seed"),
-    ({"dtype": "float32"}, "dtype"), ({"dtype": torch.int64}, "dtype"),
+    ({"dtype": "float32"}, "dtype"), ({"dtype": torch.int64}, "dtype"), ({"device": "meta"}, "device"),
+    *([({"device": "cuda"}, "CUDA is not available")] if not torch.cuda.is_available() else []),
 ])
 def test_bad_arguments_refused_up_front(split, kw, word):
     """Float indices were truncated (0.7 read sample 0, rc 0); strings, out-of-range indices, a negative seed, a

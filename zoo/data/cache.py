@@ -195,6 +195,9 @@ def _split_files(root: Path, fmt: str, split: str) -> list[Path]:
     return [p for p in sorted(root.rglob("*")) if p.is_file()]
 
 
+INGEST_OPTIONS = {"classes", "resize", "threads"}  # what read_split reads
+
+
 def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = None, force: bool = False,
            progress: bool = True, allow_partial: bool = False, **opts) -> dict[str, Path]:
     """Decode `dataset` from `root` into the cache (once); returns {split: folder}.
@@ -204,6 +207,11 @@ def ingest(dataset: str, root: str | os.PathLike, *, splits: list[str] | None = 
     STL-10: `resize=32`. A known name is checked against the published dataset (classes, image shape, split sizes);
     `allow_partial=True` accepts smaller splits, recorded as `"partial": true` in meta.json.
     """
+    unknown = sorted(set(opts) - INGEST_OPTIONS)
+    if unknown:  # a typo (resise=32) used to be ignored, rc 0, and the split cached without it
+        raise ZooError(f"ingest: unknown option(s) {', '.join(unknown)}; options: {', '.join(sorted(INGEST_OPTIONS))}")
+    if not isinstance(root, str | os.PathLike) or not str(root):
+        raise ZooError(f"ingest {dataset}: root must be a folder path, got {root!r}")
     root = Path(root).expanduser()
     if opts.get("classes") and dataset in DATASETS:
         raise ZooError(f"--classes: ingest a class subset under a new name (e.g. {dataset}_{len(opts['classes'])}); "

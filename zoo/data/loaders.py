@@ -70,6 +70,10 @@ class Loader:
             self.device = torch.device(device) if device is not None else torch.device("cpu")
         except (RuntimeError, TypeError) as e:
             raise ZooError(f"device {device!r} is not a torch device ({e})") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ZooError(f"device {device!r}: CUDA is not available on this machine")
+        if self.device.type not in ("cpu", "cuda"):
+            raise ZooError(f"device must be a CPU or CUDA device, got {device!r}")
         backend = backend or ("gpu" if self.device.type == "cuda" else "native")
         if backend not in BACKENDS:
             raise ZooError(f"unknown loader backend {backend!r}; {suggest(backend, BACKENDS)}")
