@@ -280,3 +280,44 @@ def test_nonfinite_weights_warn_and_are_flagged(gen_test, tmp_path):
     with pytest.warns(RuntimeWarning, match="hold NaN or Inf"):
         exported = zoo.evaluate(onnx, "evalgen", batch_size=128)  # an exported file's initializers are checked
     assert exported.nonfinite_weights and exported.nonfinite_logits == 300
+
+
+@pytest.mark.parametrize("device", ["bogus", "meta", 5, None])
+def test_bad_device_is_one_error(gen_test, device):
+    """device='meta' was a RuntimeError from Tensor.item(), 'bogus' one from torch.device, 5 an AttributeError."""
+    model = zoo.create_model("lenet5", num_classes=10, in_chans=3, img_size=32)
+    with pytest.raises(zoo.ZooError, match="device must be 'cpu' or 'cuda'"):
+        zoo.evaluate(model, "evalgen", device=device)
+
+
+def test_report_run_log_and_out_checked(gen_test, tmp_path):
+    """A --run-log that did not exist was skipped silently (rc 0, no curves), /etc/passwd or a malformed line was a
+    JSONDecodeError traceback, and an --out that is a file a FileExistsError: each is one ZooError naming the file."""
+    from zoo.report import eval_report
+
+    r = zoo.evaluate(zoo.create_model("lenet5", num_classes=10, in_chans=3, img_size=32), "evalgen", batch_size=128)
+    bad = tmp_path / "log.jsonl"
+    for text, word in (("not json\n", "line 1: not JSON"), ('{"epoch": 1}\n', "line 1: not an epoch row"),
+                       ("[1, 2]\n", "not an epoch row")):
+        bad.write_text(text)
+        with pytest.raises(zoo.ZooError, match=word):
+            eval_report([r], tmp_path / "rep", run_log=bad)
+    with pytest.raises(zoo.ZooError, match="is not a file"):
+        eval_report([r], tmp_path / "rep", run_log=tmp_path / "missing.jsonl")
+    (tmp_path / "afile").write_text("mine\n")
+    with pytest.raises(zoo.ZooError, match="is a file, not a folder"):
+        eval_report([r], tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "mine\n"
+    bad.write_text('{"epoch": 1, "train_loss": 0.5, "train_acc": 0.8}\n')
+    assert eval_report([r], tmp_path / "ok", run_log=bad)["html"].is_file()
+
+
+def test_wrong_model_object_or_shape_is_one_error(gen_test):
+    """evaluate(5, ...) was an AttributeError, a 1-channel model on 3-channel images a conv RuntimeError, a head of
+    the wrong width (without the fc attribute that names its width) an error deep in the metrics."""
+    with pytest.raises(zoo.ZooError, match="expected an nn.Module"):
+        zoo.evaluate(5, "evalgen")
+    with pytest.raises(zoo.ZooError, match="cannot run on evalgen images"):
+        zoo.evaluate(zoo.create_model("lenet5", num_classes=10, in_chans=1, img_size=32), "evalgen")
+    with pytest.raises(zoo.ZooError, match=r"has 4 classes|expected \(1, 10\) logits"):
+        zoo.evaluate(zoo.create_model("lenet5", num_classes=4, in_chans=3, img_size=32), "evalgen")

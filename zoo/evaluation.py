@@ -178,6 +178,9 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
     flip (digits), where it would measure mirrored digits.
     A model with NaN/Inf parameters, buffers or logits is evaluated, flagged in the result
     (`nonfinite_weights`, `nonfinite_logits`) and warned about once (RuntimeWarning)."""
+    if not isinstance(model_or_path, nn.Module | str | os.PathLike):
+        raise ZooError(f"evaluate: expected an nn.Module or the path of an exported model, got "
+                       f"{type(model_or_path).__name__}")
     if backend is not None and backend not in EVAL_BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; {suggest(backend, EVAL_BACKENDS)}")
     own = artifact_backend(model_or_path)
@@ -185,6 +188,12 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
         raise ZooError(f"{model_or_path} is an exported {own} model and runs on backend {own!r} only, not "
                        f"{backend!r}; to compare backends, evaluate its weights (a tag or .safetensors file)")
     backend = own or backend or "torch"
+    try:  # "bogus", 5, "meta": one error naming the argument, not a RuntimeError from deep in torch
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ZooError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ZooError("device 'cuda' requested but CUDA is not available")
     if device.startswith("cuda"):
@@ -208,6 +217,17 @@ def evaluate(model_or_path, dataset: str, *, backend: str | None = None, device:
         label_set = meta["labels"]
         ld = split_loader(label_set)
     _check_compatible(meta, fn, ld, c, h, w, name)
+    if isinstance(model_or_path, nn.Module):  # a bare module has no zoo_meta to check: run it once on one image
+        try:
+            with torch.inference_mode():
+                probe = fn(example)
+        except (RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ZooError(f"model {name} cannot run on {dataset} images (1 x {c} x {h} x {w}): {first}") from None
+        if not (isinstance(probe, torch.Tensor) and probe.ndim == 2 and probe.shape[1] == len(ld.classes)):
+            got = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+            raise ZooError(f"model {name} gives {got} for one {dataset} image; expected (1, {len(ld.classes)}) "
+                           "logits")
     n_cls = len(ld.classes)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .data import Loader, open_split, sample_indices
-from .io import contained
+from .errors import ZooError
+from .io import contained, disk_error
 
 
 def _plt():  # matplotlib: heavy, and only reports and plots need it
@@ -33,6 +34,33 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     _plt().close(fig)
     return buf.getvalue()
+
+
+def read_run_log(path: Path) -> list[dict]:
+    """A run's log.jsonl: one JSON object per epoch with `epoch` and train (and val) loss/accuracy. A missing file or
+    a line that is no such row is one ZooError naming the file and line (it used to be skipped silently, or a
+    JSONDecodeError / KeyError traceback)."""
+    try:
+        text = path.read_text() if path.is_file() else None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZooError(f"run log {path}: unreadable ({e})") from None
+    if text is None:
+        raise ZooError(f"run log {path} is not a file")
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise ZooError(f"run log {path}, line {i}: not JSON ({e}); expected a log.jsonl from zoo train") from None
+        keys = ("epoch", "train_loss", "train_acc")
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool)
+                                                for k in keys):
+            raise ZooError(f"run log {path}, line {i}: not an epoch row with {', '.join(keys)}; expected a log.jsonl "
+                           "from zoo train")
+        rows.append(row)
+    return rows
 
 
 def plot_curves(history: list[dict] | dict[str, list[dict]], path: Path | None = None, title: str = "") -> bytes:
@@ -218,8 +246,13 @@ def write_report(out_dir: Path, title: str, sections: list[tuple[str, str, str]]
     names = sorted({Path(rel).parts[0] for rel in payload} | {REPORT_FILES},
                    key=lambda n: n.startswith("report."))  # report.* last: present only once all else is
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise ZooError(f"report folder {out_dir} is a file, not a folder; choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    except OSError as e:
+        raise disk_error(e, out_dir) from None
     old = None
     try:
         for rel, blob in payload.items():
@@ -319,8 +352,8 @@ def eval_report(results, out_dir: Path, *, model=None, run_log: Path | None = No
             ("per-class accuracy", plot_per_class(r.per_class_accuracy, classes))]
     if r.misclassified:
         figs.append(("misclassified examples", plot_gallery(split.images, r.misclassified, classes)))
-    if run_log and Path(run_log).exists():
-        hist = [json.loads(line) for line in Path(run_log).read_text().splitlines() if line.strip()]
+    if run_log:
+        hist = read_run_log(Path(run_log))
         if hist:
             figs.append(("training curves", plot_curves(hist)))
     if model is not None and hasattr(model, "forward_features"):
