@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZooError, suggest
-from ..io import check_name, disk_error, make_readable, remove_stale_temps, zoo_home
+from ..io import NAME_RE, check_name, disk_error, make_readable, remove_stale_temps, zoo_home
 from . import readers
+from .download import SOURCES
 from .native import channel_histogram
 from .specs import DATASETS
 
@@ -86,9 +87,18 @@ DATASET_FORMATS = {"mnist": ("idx", "imagefolder"), "cifar10": ("cifar10", "imag
                    "cinic10": ("imagefolder",)}
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip")
+
+
 def detect_format(dataset: str, root: Path) -> str:
     if not root.exists():
         raise ZooError(f"--root {root} does not exist")
+    if root.is_file():  # --root names a folder; an archive is the commonest mix-up
+        if root.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise ZooError(f"--root {root} is an archive: extract it (e.g. tar xf {root} -C DIR) and pass the "
+                           f"folder as --root DIR" + (f", or use --download to fetch and unpack {dataset}'s "
+                                                      "official files" if dataset in SOURCES else ""))
+        raise ZooError(f"--root {root} is a file; pass the folder that holds the dataset's files")
     if any(root.glob("train-images*idx3-ubyte*")) or any(root.glob("t10k-images*idx3-ubyte*")):
         fmt = "idx"
     elif (root / "batches.meta").exists() or (root / "cifar-10-batches-py").is_dir():
@@ -116,8 +126,12 @@ def read_split(dataset: str, root: Path, split: str, fmt: str, *, progress=None,
             raise ZooError(f"--{key} {v!r}: expected an integer in 1..{top}")
     if opts.get("resize") and fmt != "stl10":
         raise ZooError(f"--resize applies to STL-10 only; {dataset} images are stored at their own size")
-    if fmt == "imagefolder" and spec and spec.classes is not None:  # wrong tree: fail before decoding it
-        _check_classes(dataset, root, readers.class_folders(root / split), spec)
+    if fmt == "imagefolder":  # the class names are the folder names: check them before decoding anything
+        folders = readers.class_folders(root / split)
+        if spec and spec.classes is not None:  # wrong tree
+            _check_classes(dataset, root, folders, spec)
+        if opts.get("classes"):  # a --classes typo, named before a long decode rather than after it
+            readers.check_subset(folders, opts["classes"], root / split)
     if fmt == "idx":
         raw = readers.read_mnist(root, split)
     elif fmt in ("cifar10", "cifar100"):
@@ -450,8 +464,17 @@ def _load(path: Path, dataset: str, **kw) -> np.ndarray:
         raise _damaged(path, dataset, f"unreadable ({e})") from None
 
 
+def _ingested() -> set[str]:
+    return {p.name for p in data_home().iterdir() if p.is_dir() and not p.name.startswith(".")} \
+        if data_home().is_dir() else set()
+
+
 def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit:
     """Open a cached split: images memory-mapped, labels read; every file checked against meta.json first."""
+    if isinstance(dataset, str) and not NAME_RE.fullmatch(dataset):  # 'cifar-10': say which name was meant
+        raise ZooError(f"dataset {dataset!r} is not a valid name (letters, digits and underscores); "
+                       + suggest(dataset.replace("-", "").lower(), set(DATASETS) | _ingested(),
+                                 "known or ingested datasets"))
     link = split_dir(dataset, split)
     for attempt in range(3):
         # Every file is read from the one version folder the link points to now: a rebuild swapping the link
@@ -466,13 +489,12 @@ def open_split(dataset: str, split: str, *, labels: str = "fine") -> CachedSplit
     known = [p.name for p in (data_home() / dataset).iterdir() if not p.name.startswith(".")] \
         if (data_home() / dataset).is_dir() else []
     have = f" (ingested splits: {', '.join(sorted(known))})" if known else ""
-    if not known:  # maybe a typo: name the datasets that exist
-        ingested = {p.name for p in data_home().iterdir() if p.is_dir() and not p.name.startswith(".")} \
-            if data_home().is_dir() else set()
-        have = f" ({suggest(dataset, set(DATASETS) | ingested, 'known or ingested datasets')})"
+    if not known and dataset not in DATASETS:  # maybe a typo: name the datasets that exist, not this one
+        have = f" ({suggest(dataset, (set(DATASETS) | _ingested()) - {dataset}, 'known or ingested datasets')})"
+    get = f"--root DIR{' (or --download)' if dataset in SOURCES else ''}"
     raise ZooError(
         f"dataset {dataset!r} split {split!r} has not been ingested into {data_home()}{have}; "
-        f"run: python -m zoo ingest {dataset} --root DIR"
+        f"run: python -m zoo ingest {dataset} {get}"
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ZooError
+from ..errors import ZooError, suggest
 from . import native
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
@@ -31,12 +31,18 @@ class RawSplit:
     sources: list[Path] = field(default_factory=list)  # files read (for the cache fingerprint)
 
 
-def subset_classes(raw: RawSplit, classes: list[str], where: Path) -> RawSplit:
-    """Keep only `classes` (labels renumbered in the order given), e.g. a 5-class subset to fine-tune on."""
-    unknown = [c for c in classes if c not in raw.classes]
+def check_subset(available: list[str], classes: list[str], where: Path) -> None:
+    """--classes names only existing classes, each once; one ZooError naming the unknown ones (with suggestions)."""
+    unknown = [c for c in classes if c not in available]
     if unknown or len(set(classes)) != len(classes):
         what = f"unknown class(es) {unknown}" if unknown else f"repeated class names in {classes}"
-        raise ZooError(f"--classes: {what} in {where}; valid: {', '.join(raw.classes)}")
+        hint = suggest(unknown[0], available, "valid") if unknown else f"valid: {', '.join(available)}"
+        raise ZooError(f"--classes: {what} in {where}; {hint}")
+
+
+def subset_classes(raw: RawSplit, classes: list[str], where: Path) -> RawSplit:
+    """Keep only `classes` (labels renumbered in the order given), e.g. a 5-class subset to fine-tune on."""
+    check_subset(raw.classes, classes, where)
     keep = np.array([raw.classes.index(c) for c in classes])
     mask = np.isin(raw.labels, keep)
     remap = np.full(len(raw.classes), -1, np.int64)
