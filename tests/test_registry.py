@@ -200,3 +200,10 @@ def test_failed_allocation_is_a_zoo_error():
     """Widths from a hostile weights file's config: the allocation fails, as one ZooError naming the model."""
     with pytest.raises(ZooError, match="cannot build lenet5"):
         zoo.create_model("lenet5", channels=[10**6, 10**6])
+
+
+def test_list_models_pattern_must_be_a_string():
+    """list_models(5) was a TypeError from fnmatch ('expected str, bytes or os.PathLike')."""
+    with pytest.raises(ZooError, match="pattern must be a wildcard string"):
+        zoo.list_models(5)
+    assert zoo.list_models("lenet5") == ["lenet5"]

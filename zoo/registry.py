@@ -39,6 +39,8 @@ def register_model(*, dataset: str):
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; `pattern` is a shell-style wildcard like 'lenet5*'."""
+    if pattern is not None and not isinstance(pattern, str):  # fnmatch would raise a TypeError about os.PathLike
+        raise ZooError(f"list_models: pattern must be a wildcard string like 'lenet5*', got {pattern!r}")
     names = sorted(_ENTRYPOINTS)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
