@@ -441,3 +441,45 @@ def test_train_state_is_the_one_place_that_knows_checkpoint_keys(gen, tmp_path):
         fresh().load_state_dict({k: v for k, v in ck.items() if k != "best"}, source="x.pt")
     with pytest.raises(ZooError, match="checkpoint is for mlp2 with 10 classes, not lenet5_bn"):
         fresh().load_state_dict(ck | {"model_name": "mlp2"})
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"epoch": "3"}, r"checkpoint field\(s\) epoch, history hold values"),
+    ({"epoch": -5}, r"field\(s\) epoch, history"),
+    ({"bad_epochs": "x"}, r"field\(s\) bad_epochs hold"),
+    ({"best": "high"}, r"field\(s\) best hold"),
+    ({"history": "rows"}, r"field\(s\) history hold"),
+    ({"recipe": [1]}, r"field\(s\) recipe hold"),
+    ({"model": [1, 2]}, r"field\(s\) model hold"),
+    ({"model": {"fc.weight": torch.zeros(3)}}, "its model state does not fit this run"),
+    ({"optimizer": {"state": {}, "param_groups": [{"params": [99]}]}}, "its optimizer state does not fit this run"),
+    ({"scheduler": {"nope": 1}}, "scheduler"),
+])
+def test_a_damaged_checkpoint_is_one_error_naming_the_field(gen, tmp_path, change, match):
+    from zoo.engine import load_tensors
+
+    out = tmp_path / "run"
+    train("mlp2", "gen", "adam", epochs=1, batch_size=64, out_dir=out, progress=False, evaluate_test=False)
+    ck = load_tensors(out / "checkpoint.pt", what="")
+    torch.save(ck | change, out / "checkpoint.pt")
+    with pytest.raises(ZooError, match=match):
+        train("mlp2", "gen", "adam", epochs=2, batch_size=64, out_dir=out, progress=False, resume=True)
+
+
+def test_resume_refuses_non_files_and_bad_arguments(gen, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").symlink_to("/etc/passwd")
+    with pytest.raises(ZooError, match="checkpoint.pt: not a readable tensor file; refused"):
+        train("mlp2", "gen", "adam", epochs=1, out_dir=out, progress=False, resume=True)
+    (out / "checkpoint.pt").unlink()
+    os.mkfifo(out / "checkpoint.pt")  # a FIFO would block torch.load forever
+    with pytest.raises(ZooError, match="checkpoint.pt: not a regular file; refused"):
+        train("mlp2", "gen", "adam", epochs=1, out_dir=out, progress=False, resume=True)
+    for kw, match in ((dict(init="xavier:x"), "expected torchvision:PATH, zoo:TAG or xavier"),
+                      (dict(out_dir=5), "out_dir must be a path, got int"), (dict(init=5), "init must be a string"),
+                      (dict(train_subset=2.5), "--train-subset must be an integer")):
+        with pytest.raises(ZooError, match=match):
+            train("mlp2", "gen", "adam", epochs=1, progress=False, **({"out_dir": tmp_path / "x"} | kw))
+    with pytest.raises(ZooError, match="takes a registered model name or an nn.Module, got int"):
+        train(5, "gen")

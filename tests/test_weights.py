@@ -287,3 +287,14 @@ def test_atomic_write_keeps_old_file_and_no_temp_on_failure(tmp_path):
         atomic_write(p, fail)
     assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["m.json"]
     assert p.stat().st_mode & 0o777 == 0o666 & ~zoo.io.UMASK  # readable by others, not mkstemp's 0600
+
+
+def test_load_refuses_non_paths_and_non_files(tmp_path):
+    import os
+
+    for bad in (5, None, ["x"]):
+        with pytest.raises(ZooError, match="zoo.load takes a registry tag or a .safetensors path"):
+            zoo.load(bad)
+    os.mkfifo(tmp_path / "x.safetensors")  # reading it would block forever
+    with pytest.raises(ZooError, match=r"x\.safetensors is not a regular file"):
+        zoo.load(tmp_path / "x.safetensors")

@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import os
-import pickle
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -171,7 +170,7 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
             state = load(ref).state_dict()
         except ZooError as e:
             raise ZooError(f"--init zoo:{ref}: {e}") from None
-    elif kind == "xavier":
+    elif kind == "xavier" and not ref and ":" not in init:
         return init_weights(model, "xavier")
     else:
         raise ZooError(f"--init {init!r}: expected torchvision:PATH, zoo:TAG or xavier")
@@ -198,9 +197,12 @@ def load_init(model: nn.Module, init: str, num_classes: int) -> None:
 def load_tensors(path: Path, *, what: str, map_location="cpu") -> Any:
     """torch.load restricted to tensors and plain containers (weights_only=True): a checkpoint or state dict is data,
     and a pickle payload in one must never run. Anything torch refuses or cannot read is one ZooError naming it."""
+    if not Path(path).is_file():  # a FIFO would block torch.load, a folder fails deep inside it
+        raise ZooError(f"{what}{path}: not a regular file; refused")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
+    except Exception as e:  # a hostile file makes the weights-only unpickler raise UnpicklingError, RuntimeError,
+        # IndexError, KeyError, ...: whichever it is, the answer is one error naming the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ZooError(f"{what}{path}: not a readable tensor file; refused ({first})") from None
     if not isinstance(obj, dict):
@@ -248,16 +250,41 @@ class TrainState:
         if ck["model_name"] != self.model_name or ck["num_classes"] != self.num_classes:
             raise ZooError(f"{source}: checkpoint is for {ck['model_name']} with {ck['num_classes']} classes, "
                            f"not {self.model_name} with {self.num_classes}; use another --out or drop --resume")
+        # The file may not be one this code wrote: every field is checked before it is trusted, and a part that
+        # does not fit what it is loaded into is one error naming it, not a traceback from deep inside torch.
+        def is_int(v, lo=0):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+        checks = {"epoch": is_int(ck["epoch"]), "bad_epochs": is_int(ck["bad_epochs"]),
+                  "best": isinstance(ck["best"], int | float) and not isinstance(ck["best"], bool),
+                  "history": isinstance(ck["history"], list) and len(ck["history"]) == ck["epoch"] + 1
+                  and all(isinstance(r, dict) and is_int(r.get("epoch"), 1) for r in ck["history"])
+                  if is_int(ck["epoch"]) else False,
+                  "recipe": isinstance(ck.get("recipe", {}), dict),
+                  "train_seconds": isinstance(ck.get("train_seconds", 0.0), int | float),
+                  "model": isinstance(ck["model"], dict), "optimizer": isinstance(ck["optimizer"], dict),
+                  "scheduler": isinstance(ck["scheduler"], dict),
+                  "ema": ck.get("ema") is None or isinstance(ck["ema"], dict)}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ZooError(f"{source}: checkpoint field(s) {', '.join(bad)} hold values this run cannot resume "
+                           "from (damaged or not written by zoo); use another --out or drop --resume")
         now = self.recipe.to_dict()
         changed = {k: (v, now.get(k)) for k, v in ck.get("recipe", {}).items() if v != now.get(k)}
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
+        parts = [("model", self.model, ck["model"]), ("optimizer", self.opt, ck["optimizer"]),
+                 ("scheduler", self.sched, ck["scheduler"])]
+        if self.ema:  # a checkpoint without an average (the run had no --ema): it starts from the resumed weights
+            parts.append(("ema", self.ema.module, ck["ema"] if ck.get("ema") is not None else None))
+        for name, target, state in parts:
+            try:
+                target.load_state_dict(state if state is not None else self.model.state_dict())
+            except Exception as e:  # shapes, keys, param groups: torch raises RuntimeError/ValueError/KeyError/...
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ZooError(f"{source}: its {name} state does not fit this run ({first}); use another --out or "
+                               "drop --resume") from None
         self.epoch, self.history, self.best, self.bad_epochs = ck["epoch"] + 1, ck["history"], ck["best"], \
             ck["bad_epochs"]
         self.train_seconds = ck.get("train_seconds", 0.0)
-        if self.ema:  # a checkpoint without an average (the run had no --ema): it starts from the resumed weights
-            self.ema.module.load_state_dict(ck["ema"] if ck.get("ema") is not None else self.model.state_dict())
         return changed
 
     def save(self, path: Path) -> None:
@@ -310,6 +337,13 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     or xavier; train_last=K freezes all but the last K stages; train_subset=N keeps N images per class.
     compile / channels_last / bf16 default to on for CUDA. fp16_weights stores (and measures) fp16 weights.
     labels: "fine" or "coarse" (CIFAR-100)."""
+    if not isinstance(model_or_name, str | nn.Module):
+        raise ZooError(f"zoo.train takes a registered model name or an nn.Module, got {type(model_or_name).__name__}")
+    for arg, value in (("dataset", dataset), ("init", init), ("labels", labels), ("device", device)):
+        if value is not None and not isinstance(value, str):
+            raise ZooError(f"{arg} must be a string, got {type(value).__name__}")
+    if out_dir is not None and not isinstance(out_dir, str | os.PathLike):
+        raise ZooError(f"out_dir must be a path, got {type(out_dir).__name__}")
     if recipe is None:
         recipe = default_recipe(model_or_name) if isinstance(model_or_name, str) else "adam"
     rec = get_recipe(recipe, epochs=epochs, **overrides)
@@ -363,6 +397,9 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
 
 def _check_run_args(seed, train_last, train_subset, resume: bool, overwrite: bool) -> int:
     """The arguments a recipe does not check, refused before anything is read or written; returns the seed."""
+    for arg, value in (("train_last", train_last), ("train_subset", train_subset)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+            raise ZooError(f"--{arg.replace('_', '-')} must be an integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
         # numpy's generators refuse negative seeds and torch's those past 2**64 (tracebacks, deep in a run): one
         # range both take. Also the Python API's entry.

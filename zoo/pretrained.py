@@ -39,6 +39,8 @@ def load(tag_or_path: str | os.PathLike) -> nn.Module:
     Accepts a registry tag (`lenet5_bn`, `lenet5_bn.mnist`) or the path of a `.safetensors` file
     written by `zoo train` (its metadata travels inside the file).
     """
+    if not isinstance(tag_or_path, str | os.PathLike):
+        raise ZooError(f"zoo.load takes a registry tag or a .safetensors path, got {type(tag_or_path).__name__}")
     p = Path(tag_or_path)
     if p.suffix == ".safetensors":
         if not p.exists():

@@ -231,11 +231,18 @@ def verify() -> list[tuple[str, str, Path, bool]]:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    if not Path(path).is_file():
+        raise ZooError(f"{path} is not a regular file")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error types: a header that lies about offsets, sizes or dtypes
+        raise ZooError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 def read_embedded_meta(path: Path) -> WeightsMeta:
     """The WeightsMeta a zoo weights file carries in its safetensors header (checked: see WeightsMeta.from_dict)."""
+    if not Path(path).is_file():  # a FIFO would block the read forever, a folder fails deep in safetensors
+        raise ZooError(f"{path} is not a regular file")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("zoo")
