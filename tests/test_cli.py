@@ -22,7 +22,7 @@ def test_info_and_list():
     out = run_cli("-m", "zoo", "list", "fast_r*", "--recipes").stdout.splitlines()
     assert out[0].startswith("defaults: optimizer=adam, lr=0.001") and len(out) == 3
     assert out[1].startswith("fast_resnet9") and "lr=0.4" in out[1] and "label_smoothing=0.2" in out[1]
-    from zoo.cli import _recipe_label
+    from zoo.cards import recipe_label as _recipe_label
     from zoo.recipes import RECIPES
 
     rec = RECIPES["fast_mlp"].to_dict() | {"name": "fast_mlp", "augment": "flip", "epochs": 40, "seed": 0}
@@ -101,4 +101,4 @@ def test_experiment_report(tmp_path, data_home):
     data = json.loads((tmp_path / "report.json").read_text())
     assert [r["variant"] for r in data["rows"]][:2] == ["base (Adam 1e-3)", "lr 0.01"] and len(data["rows"]) == 6
     html = (tmp_path / "report.html").read_text()
-    assert html.count("<img") == 7  # overlaid curves + one confusion matrix per variant
+    assert html.count("<img") == 13  # seed-band curves + a confusion matrix and a misclassified gallery per variant

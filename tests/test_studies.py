@@ -226,7 +226,7 @@ def test_run_resume_skip_lock_and_stale(tmp_path, gen_data, monkeypatch, capsys)
         calls.append((kw["seed"], kw["resume"], kw["out_dir"].name))
         return real_train(*args, **kw)
 
-    monkeypatch.setattr(zoo.engine, "train", spy)
+    monkeypatch.setattr(S, "train", spy)
     res = S.run_study(study, out, progress=False)
     assert calls == [(0, False, "seed0"), (1, False, "seed1"), (0, False, "seed0"), (1, False, "seed1")]
     assert res["trained"] == [("base", 0), ("base", 1), ("wd", 0), ("wd", 1)] and res["report"]["html"].exists()

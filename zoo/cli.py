@@ -17,6 +17,7 @@ import numpy
 import torch
 
 from . import __version__, cards
+from . import studies as S
 from . import weights as W
 from .artifacts import to_onnx, to_torchscript
 from .data import ingest, native, open_split
@@ -24,6 +25,7 @@ from .data.download import download
 from .engine import train
 from .errors import ZooError, suggest
 from .evaluation import AUTO_BACKEND, EVAL_BACKENDS, compare, evaluate
+from .experiments import experiment_study
 from .pretrained import load
 from .recipes import FIELD_HELP, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, default_recipe, get_recipe
 from .registry import default_dataset, list_models
@@ -382,8 +384,6 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_study_cmd(study, a, out: Path, overrides: dict) -> int:
-    from . import studies as S
-
     if a.merge and not a.report:
         raise ZooError("--merge goes with --report (it reads other machines' study folders into one report)")
     if a.check:
@@ -407,8 +407,6 @@ def _run_study_cmd(study, a, out: Path, overrides: dict) -> int:
 
 
 def cmd_study(a) -> int:
-    from . import studies as S
-
     if not a.file:
         for name, path in S.shipped_studies().items():
             print(f"{name:<24}{path}")
@@ -420,9 +418,6 @@ def cmd_study(a) -> int:
 
 
 def cmd_experiment(a) -> int:
-    from . import studies as S
-    from .experiments import experiment_study
-
     if a.family.endswith(".toml") or Path(a.family).is_file():  # a study file: `study FILE` under its old name
         overrides = {"seeds": a.seeds, "epochs": a.epochs, "dataset": a.dataset, "first_seed": a.seed,
                      "set_values": S.parse_set(a.set_values)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ZooError, suggest
+from .studies import load_study, run_study, write_study_report
 
 # family -> shipped study name ("lenet" is the older spelling of "lenet5")
 FAMILIES = {"lenet5": "experiment_lenet5", "lenet": "experiment_lenet5", "resnet": "experiment_resnet",
@@ -17,8 +18,6 @@ FAMILIES = {"lenet5": "experiment_lenet5", "lenet": "experiment_lenet5", "resnet
 def experiment_study(family: str, dataset: str, *, epochs: int | None = None, seed: int = 0, seeds: int | None = None,
                      labels: str = "fine", set_values: dict | None = None):
     """(the family's Study on `dataset`, the overrides that rebuild it in a --jobs worker)."""
-    from .studies import load_study
-
     if family not in FAMILIES:
         raise ZooError(f"unknown experiment family {family!r}; {suggest(family, FAMILIES)} (or a study .toml file)")
     overrides = {"seeds": seeds, "epochs": epochs, "dataset": dataset, "first_seed": seed, "labels": labels,
@@ -32,8 +31,6 @@ def run_experiment(family: str, dataset: str, *, epochs: int | None = None, out_
     """Train the family's variants on `dataset` and write one comparison report; returns its files (json, md,
     html). `**overrides` replace recipe fields in every variant (lr=..., batch_size=...). Finished (variant, seed)
     runs in `out_dir` are kept and skipped: the report is rebuilt from them."""
-    from .studies import run_study, write_study_report
-
     study, over = experiment_study(family, dataset, epochs=epochs, seed=seed, seeds=seeds, labels=labels,
                                    set_values=overrides)
     out = Path(out_dir or Path("reports") / f"experiment-{family}-{dataset}")

@@ -14,7 +14,11 @@ Layout of a study folder (default reports/study-NAME):
 
 from __future__ import annotations
 
+import argparse
+import ast
+import fcntl
 import hashlib
+import html
 import itertools
 import json
 import math
@@ -28,9 +32,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from .data import Loader, open_split, sample_indices
+from .data.cache import split_dir
+from .data.specs import DATASETS
+from .engine import train
 from .errors import ZooError, suggest
 from .io import atomic_write
+from .pretrained import load
+from .recipes import Recipe, default_recipe, get_recipe
+from .registry import _check_name, create_model
+from .report import (
+    _img,
+    _plt,
+    _png,
+    _table,
+    features_and_activations,
+    plot_activations,
+    plot_confusion,
+    plot_gallery,
+    plot_tsne,
+    write_report,
+)
+from .weights import read_manifest
 
 SHIPPED = Path(__file__).resolve().parent / "studies"
 RUN_RECORD = "study-run.json"
@@ -38,8 +63,6 @@ PREDICTIONS = "test_predictions.npy"
 
 
 def _recipe_fields() -> set[str]:
-    from .recipes import Recipe
-
     return {f.name for f in fields(Recipe)} - {"model"}  # the model's options are `options` here: `model` is its name
 
 
@@ -174,8 +197,6 @@ class Variant:
 
     @property
     def epochs(self) -> int:
-        from .recipes import get_recipe
-
         return get_recipe(self.recipe, **self.overrides).epochs
 
 
@@ -380,8 +401,6 @@ def load_study(ref: str | os.PathLike, *, seeds: int | None = None, epochs: int 
 def parse_set(items: list[str]) -> dict:
     """--set KEY=VALUE items as {key: value}: a Python/TOML-like literal (64, 1e-3, true, "none"), else the bare
     word as a string."""
-    import ast
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -410,9 +429,6 @@ class _Bad(ZooError):
 def _variant(spec: dict, study_dataset: str | None, st: dict, group: str) -> Variant:
     """One expanded variant, every value checked: recipe fields through Recipe, the model and its options through
     the registry, init / labels / train_subset / train_last here. A bad value is a _Bad naming its key."""
-    from .recipes import default_recipe, get_recipe
-    from .registry import _check_name, create_model
-
     def check(key: str, fn, *args, **kw):
         try:
             return fn(*args, **kw)
@@ -443,7 +459,6 @@ def _variant(spec: dict, study_dataset: str | None, st: dict, group: str) -> Var
     dataset = spec.get("dataset", study_dataset)
     if not isinstance(dataset, str) or not dataset:
         raise _Bad("dataset", "dataset: no dataset (set [study] dataset, the variant's dataset, or pass --dataset)")
-    from .data.specs import DATASETS
 
     try:
         create_model(model, dataset=dataset if dataset in DATASETS else None, **rec.model)
@@ -498,8 +513,6 @@ def _check_init(init) -> None:
     if init == "xavier":
         return
     if kind == "zoo":
-        from .weights import read_manifest
-
         tags = read_manifest()
         if ref not in tags:
             raise ZooError(f"init {init!r}: no weights {ref!r}; {suggest(ref, tags, 'shipped weights')}")
@@ -516,8 +529,6 @@ def _check_init(init) -> None:
 
 
 def _ingested(name: str) -> bool:
-    from .data.cache import split_dir
-
     try:
         return all((split_dir(name, s) / "meta.json").exists() for s in ("train", "test"))
     except ZooError:
@@ -550,7 +561,6 @@ class Run:
 
     def fingerprint(self) -> str:
         v = self.variant
-        from .recipes import get_recipe
 
         rec = get_recipe(v.recipe, **v.overrides).to_dict()
         blob = json.dumps({"model": v.model, "recipe": rec, "init": v.init, "train_subset": v.train_subset,
@@ -617,8 +627,6 @@ class _RunLock:
         self.path, self.fd = path, None
 
     def acquire(self) -> bool:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -638,8 +646,6 @@ class _RunLock:
 def run_one(run: Run, out: Path, *, device: str | None = None, progress: bool = True) -> str:
     """Train one (variant, seed) into its folder, resuming its checkpoint if a killed run left one. Returns "done"
     (already finished), "busy" (another process holds it) or "trained"."""
-    from .engine import train
-
     folder = run.folder(out)
     lock = _RunLock(folder.parent / f"seed{run.seed}.lock")
     if finished(run, out):
@@ -772,8 +778,6 @@ def _run_parallel(study: Study, out: Path, todo: list[Run], jobs: int, device, o
 def _worker_main(argv: list[str]) -> int:
     """python -m zoo.studies _run FILE --out DIR --variant NAME --seed S [--overrides JSON] [--device D]: one
     (variant, seed) of a study, for run_study's --jobs. rc 0 trained or already finished, 3 taken, 2 error."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m zoo.studies _run")
     p.add_argument("file")
     p.add_argument("--out", required=True)
@@ -784,8 +788,6 @@ def _worker_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     threads = os.environ.get("ZOO_STUDY_THREADS")
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))
     try:
         study = load_study(a.file, **json.loads(a.overrides))
@@ -842,7 +844,6 @@ def compare_to_base(study: Study, records: dict, variant: Variant) -> dict[str, 
     if len(seeds) >= 2:
         return paired_t([records[(base.name, s)]["top1"] for s in seeds],
                         [records[(variant.name, s)]["top1"] for s in seeds]) | {"seeds": seeds}
-    from .data import open_split
 
     labels = open_split(b0["dataset"], "test", labels=b0["labels"]).labels
     pb = np.load(Path(b0["_folder"]) / PREDICTIONS)
@@ -863,8 +864,6 @@ def _reference_cell(ref: dict | None, mean: float) -> str:
 def _plot_seed_band(curves: dict[str, list[list[dict]]], title: str) -> bytes:
     """Per variant: the mean over seeds of train loss and of validation (else train) accuracy per epoch, with the
     band between the lowest and highest seed."""
-    from .report import _plt, _png
-
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (label, runs) in enumerate(curves.items()):
@@ -897,10 +896,6 @@ def write_study_report(study: Study, out: Path, merge: list[Path] = (), *, tsne_
     """One report over every finished run (of `out` and the `merge` folders): the accuracy table with mean ± std,
     95% CI, the test against the base and the reference column; seed-band curves; per-class accuracy; confusion
     matrices (summed over seeds); a misclassified gallery per variant; t-SNE and activation maps where asked."""
-    import html
-
-    from .report import _img, _table, plot_confusion, plot_gallery, write_report
-
     out = Path(out)
     records, missing = collect(study, out, [Path(m) for m in merge])
     if not records:
@@ -938,8 +933,6 @@ def write_study_report(study: Study, out: Path, merge: list[Path] = (), *, tsne_
         cm = np.sum([np.array(r["confusion"]) for r in recs], axis=0)
         cms.append((f"{v.name} ({len(recs)} seeds summed)", plot_confusion(cm, first["classes"], True)))
         if study.gallery and first["misclassified"]:
-            from .data import open_split
-
             split = open_split(first["dataset"], "test", labels=first["labels"])
             galleries.append((f"{v.name}, seed {first['seed']}", plot_gallery(split.images, first["misclassified"],
                                                                                first["classes"], study.gallery)))
@@ -1010,8 +1003,6 @@ def write_study_report(study: Study, out: Path, merge: list[Path] = (), *, tsne_
 def _data_line(dataset: str) -> str:
     """What the cached dataset is: sizes, the format it was ingested from, and whether that was JPEG (a lossy copy of
     CIFAR scores a few points below the official files) or a partial copy: a figure is only as good as its data."""
-    from .data import open_split
-
     parts = []
     for split in ("train", "test"):
         try:
@@ -1033,12 +1024,6 @@ def _data_line(dataset: str) -> str:
 
 def _model_figures(record: dict, v: Variant, samples: int) -> list[tuple[str, bytes]]:
     """t-SNE of penultimate features and activation maps of one run's model (its first seed) on its test split."""
-    import torch
-
-    from .data import Loader, open_split, sample_indices
-    from .pretrained import load
-    from .report import features_and_activations, plot_activations, plot_tsne
-
     model = load(Path(record["_folder"]) / "model.safetensors").cpu().eval()
     if not hasattr(model, "forward_features"):
         return []
