@@ -31,6 +31,8 @@ def test_mapping_view_keeps_dict_readers_working():
     assert m["num_classes"] == 10 and "tag" in m and dict(m)["input_size"] == [1, 28, 28]
     with pytest.raises(KeyError):
         m["nope"]
+    assert "partial_data" not in m and m.get("partial_data") is None and m.partial_data is None  # absent, as before
+    assert m.replace(partial_data=["train"])["partial_data"] == ["train"]
     assert m.replace(url="u").url == "u" and m.url == ""  # frozen: replace makes a checked copy
     with pytest.raises(ZooError, match="field size='x' is not a non-negative integer or null"):
         m.replace(size="x")

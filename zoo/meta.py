@@ -64,9 +64,11 @@ class WeightsMeta(Mapping):
 
     # ------------------------------------------------------------------ the Mapping view
     def __getitem__(self, key: str) -> Any:
+        # The mapping is the JSON view (to_dict): an optional field left at its default is absent, as it was from
+        # the plain dicts this replaces (`"partial_data" in meta` is False for a file trained on a full dataset).
         if key == "num_classes":
             return self.num_classes
-        if key not in _FIELDS:
+        if key not in _FIELDS or (key not in _ALWAYS and getattr(self, key) == _DEFAULTS[key]):
             raise KeyError(key)
         return getattr(self, key)
 
@@ -83,8 +85,7 @@ class WeightsMeta(Mapping):
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if f.name in _ALWAYS or v != default:
+            if f.name in _ALWAYS or v != _DEFAULTS[f.name]:
                 out[f.name] = v
         out["num_classes"] = self.num_classes  # for readers of the JSON; derived, so never read back
         return out
@@ -184,3 +185,5 @@ _REQUIRED = {f.name for f in fields(WeightsMeta)
              if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
 # Written even at their default: what every reader looks for, so an entry says it rather than implies it.
 _ALWAYS = _REQUIRED | {"labels", "config_overrides", "recipe", "dtype", "url"}
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+             for f in fields(WeightsMeta) if f.name not in _REQUIRED}
