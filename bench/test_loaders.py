@@ -1,7 +1,8 @@
 """Loader throughput: CIFAR-10 train, crop(pad 4) + flip + normalize, batch 512, all backends in one run.
 
 The `torch` backend (torchvision transforms per sample, 2 workers) is the reference; every other
-backend records its ratio to it in extra_info.
+backend records its ratio to it in extra_info, and the `ffcv` case the native loader's ratio to FFCV
+(`native_vs_ffcv`, measured in the same run; the test command installs FFCV where it can).
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ def test_loader_throughput(benchmark, cifar_like, backend):
     sync = torch.cuda.synchronize if device == "cuda" else None
     ips = throughput(benchmark, epoch_fn(ld, max_batches), n_images(ld, max_batches), sync=sync,
                      rounds=1 if backend == "torch" else None)
-    if backend == "torch":
-        _ref["torch"] = ips
+    if backend in ("torch", "native"):
+        _ref[backend] = ips
     if "torch" in _ref:
         benchmark.extra_info["ratio_vs_torch"] = ips / _ref["torch"]
+    if backend == "ffcv" and "native" in _ref:  # the project's own loader against the one it is compared with
+        benchmark.extra_info["native_vs_ffcv"] = _ref["native"] / ips
     benchmark.extra_info["backend"] = backend
 
 

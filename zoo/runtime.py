@@ -19,6 +19,10 @@ from .errors import ExportError, ZooError
 from .io import contained
 
 EXPORTED_SUFFIXES = (".onnx", ".pt", ".ts")  # what load_exported opens (anything but .onnx is TorchScript)
+# Contract values that are not strings (zoo.artifacts.contract): JSON-encoded once in ONNX metadata_props, which hold
+# strings only; plain JSON values in TorchScript's zoo_meta.json and the sidecar. Files written before the contract
+# JSON-encoded classes/mean/std/input_size in zoo_meta.json too: decoded the same way.
+JSON_KEYS = ("classes", "mean", "std", "input_size", "pixel_scale", "resize", "quantization")
 
 
 class Exported:
@@ -57,13 +61,22 @@ class Exported:
                     self.module = torch.jit.load(str(self.path), map_location=device, _extra_files=files)
             except Exception as e:
                 raise ExportError(f"{self.path}: not a loadable TorchScript file: {e}") from None
-            self.meta = json.loads(files["zoo_meta.json"] or "{}")
-            self.input_shape = [None, *json.loads(self.meta.get("input_size", "[]"))] if self.meta else None
+            try:
+                self.meta = json.loads(files["zoo_meta.json"] or "{}")
+                if not isinstance(self.meta, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                raise ExportError(f"{self.path}: its zoo_meta.json is not a JSON object: {e}") from None
             self.input_dtype = torch.float32
             self.kind = "torchscript"
-        for k in ("classes", "mean", "std", "input_size"):
+        for k in JSON_KEYS:
             if isinstance(self.meta.get(k), str):
-                self.meta[k] = json.loads(self.meta[k])
+                try:
+                    self.meta[k] = json.loads(self.meta[k])
+                except ValueError:
+                    raise ExportError(f"{self.path}: metadata {k!r} is not valid JSON: {self.meta[k]!r}") from None
+        if self.kind == "torchscript":
+            self.input_shape = [None, *self.meta["input_size"]] if self.meta.get("input_size") else None
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():

@@ -85,5 +85,27 @@ def ffcv_iter(ld, epoch: int):
             if not ld.channels_last:
                 x = x.contiguous()
             yield x.to(ld.device, non_blocking=True), y.long().to(ld.device, non_blocking=True)
-    finally:  # an abandoned epoch must stop FFCV's worker thread, or the process aborts at exit
-        it.close()
+    finally:
+        _stop(it)
+
+
+def _stop(it) -> None:
+    """Stop an epoch's worker thread and wait for it. EpochIterator.close only sets a flag that the thread reads
+    when its queue is full, and frees the epoch's memory at once: a thread still inside the compiled pipeline at
+    interpreter exit aborts the process ("terminate called without an active exception", exit code 134), as an
+    epoch abandoned by `islice` did in the quick loader benchmark. The thread stops at its next full-queue put
+    (every 0.5 s); the queue is not drained before that, since a drained queue lets the thread refill the slot
+    whose memory the caller's last batch still views. Only a thread still alive after that can be blocked in its
+    untimed end-of-epoch put (no batch follows it): draining then lets it return."""
+    import queue
+
+    it.terminate_event.set()
+    it.join(timeout=10)
+    while it.is_alive():
+        try:
+            while True:
+                it.output_queue.get_nowait()
+        except queue.Empty:
+            pass
+        it.join(timeout=0.1)
+    it.close()
