@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import shutil
 import sys
@@ -33,6 +34,9 @@ from zoo.io import check_tag, contained, make_readable
 ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")
 ORT_WEB_VERSION = "1.30.0"
 REPO = Path(__file__).resolve().parent.parent
+
+
+MAX_BATCH = 65536  # the dynamic batch's upper bound too; a larger example would not fit in memory
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --opset {args.opset} unsupported; use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}",
                   file=sys.stderr)
             return 2
-        if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) > 0):
-            print(f"error: --batch must be 'dynamic' or a positive integer, got {args.batch!r}", file=sys.stderr)
+        if args.batch != "dynamic" and not (args.batch.isdigit() and 0 < int(args.batch) <= MAX_BATCH):
+            print(f"error: --batch must be 'dynamic' or an integer in 1..{MAX_BATCH}, got {args.batch!r}",
+                  file=sys.stderr)
             return 2
         if args.int8 and (args.fp16 or args.batch != "dynamic"):
             print("error: --int8 quantizes the fp32 model with a dynamic batch; leave out --fp16 and --batch",
@@ -211,7 +216,6 @@ def export_int8(model, example, dest: Path, meta, args) -> str:
                                                                         "seed)"})
     if args.no_verify:
         return f"{meta['tag']}: wrote {path} (INT8, not verified)"
-    import json
 
     r = json.loads(Path(str(path) + ".verify.json").read_text())
     text = (f"{meta['tag']}: wrote {path} (INT8, verified: top-1 {r['top1_int8'] * 100:.2f}% vs fp32 "

@@ -32,12 +32,24 @@ case $MODE in
     fi
     ;;
   test)
-    # Headless Chromium renders the HTML report in a test; clang + libFuzzer fuzz the decoders.
-    # Installed where we can (root with apt); the browser test skips and the fuzz run is left out otherwise.
-    if { ! command -v chromium || ! command -v clang++; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
-        && command -v apt-get >/dev/null 2>&1; then
+    # Headless Chromium renders the HTML report and runs ONNX Runtime Web in tests; clang + libFuzzer fuzz the
+    # decoders; pkg-config + OpenCV + libturbojpeg headers let `pip install ffcv` build; Node runs onnxruntime-node.
+    # Installed where we can (root with apt); the tests that need a missing one skip and say so.
+    if { ! command -v chromium || ! command -v clang++ || ! command -v npm || ! pkg-config --exists opencv4 libturbojpeg; } \
+        >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      NODE_PKGS=$(command -v npm >/dev/null 2>&1 || echo "nodejs npm")
+      # shellcheck disable=SC2086
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium clang \
-        libclang-rt-14-dev) >/dev/null 2>&1 || true
+        libclang-rt-14-dev pkg-config libopencv-dev libturbojpeg0-dev $NODE_PKGS) >/dev/null 2>&1 || true
+    fi
+    # The deployment runtimes of tests/test_deploy.py and the optional FFCV backend (tests/test_loaders.py, bench):
+    # from the package registries only (ONNXRUNTIME_NODE_INSTALL=skip: the npm package's own CPU binary, no download).
+    "$VPY" -m pip install -q opencv-python-headless ffcv >/dev/null 2>&1 || "$VPY" -m pip install -q opencv-python-headless \
+      >/dev/null 2>&1 || true
+    if command -v npm >/dev/null 2>&1; then
+      (mkdir -p .cache/node && cd .cache/node && { [ -f package.json ] || echo '{"private": true}' > package.json; } \
+        && ONNXRUNTIME_NODE_INSTALL=skip npm install -s --no-audit --no-fund onnxruntime-node@1.30.0 \
+        onnxruntime-web@1.30.0) >/dev/null 2>&1 || true
     fi
     if command -v clang++ >/dev/null 2>&1; then
       PYTHON="$PWD/$VPY" bash csrc/fuzz.sh 200000 2>&1 | grep -E "^Done|ERROR|SUMMARY" || { echo "fuzzing failed" >&2; exit 1; }

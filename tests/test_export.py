@@ -251,7 +251,7 @@ def test_cli_onnx_and_torchscript(tmp_path):
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--opset", "3", check=False)
     assert bad.returncode == 2 and "opset" in bad.stderr
     bad = run_cli("-m", "export", "onnx", "lenet5.cifar10", "--batch", "0", check=False)
-    assert bad.returncode == 2 and "--batch must be 'dynamic' or a positive integer" in bad.stderr
+    assert bad.returncode == 2 and "--batch must be 'dynamic' or an integer in 1..65536" in bad.stderr
 
 
 def test_max_real_is_a_sample_across_classes(data_home):
@@ -360,3 +360,23 @@ def test_int8_average_pool_becomes_an_exact_depthwise_conv(tmp_path):
     q = to_onnx_int8(m, torch.zeros(1, 3, 8, 8), tmp_path / "q.onnx", calibration=x, test=(x, y), max_top1_drop=1)
     assert json.loads((tmp_path / "q.onnx.json").read_text())["quantization"]["avgpool_as_depthwise_conv"] == 1
     assert "AveragePool" not in {n.op_type for n in onnx.load(str(q)).graph.node}
+
+
+def test_export_and_runtime_arguments_checked(tmp_path):
+    m = zoo.create_model("lenet5")
+    with pytest.raises(ExportError, match="export takes an nn.Module, got int"):
+        to_onnx(5, torch.zeros(1, 1, 28, 28), tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="needs an example input: a float tensor"):
+        to_onnx(m, [1], tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="needs an example input"):
+        to_torchscript(m, torch.zeros(1, 1, 28, 28, dtype=torch.uint8), tmp_path / "a.pt")
+    assert not list(tmp_path.iterdir())
+    p = to_onnx(m.eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx", verify=False)
+    with pytest.raises(ExportError, match="device 'bogus'"):
+        load_exported(p, device="bogus")
+    bad = run_cli("-m", "export", "onnx", "lenet5.mnist", "--batch", "1000000000", check=False)
+    assert bad.returncode == 2 and "1..65536" in bad.stderr and "Traceback" not in bad.stderr
+    from zoo.report import default_report_dir
+
+    assert default_report_dir("r.cifar10", "x/r.cifar10.int8.onnx").name == "r.cifar10-int8-onnx"  # not the fp32's
+    assert default_report_dir("r.cifar10", "x/r.cifar10.onnx").name == "r.cifar10-onnx"

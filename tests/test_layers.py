@@ -123,3 +123,11 @@ def test_the_checker_sees_a_cycle_and_a_lazy_import(tmp_path, monkeypatch):
     edges, lazy = t._graph()
     assert t._cycles(edges) == [["zoo.a", "zoo.b"]]
     assert lazy == [("zoo.b", "zoo.a", 2)]
+
+
+def test_one_version_number():
+    import tomllib
+
+    import zoo
+
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == zoo.__version__

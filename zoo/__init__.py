@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import models  # noqa: F401  (importing the families registers every model)
+from ._version import __version__  # noqa: F401  (zoo.__version__)
 from .engine import train
 from .errors import ZooError
 from .evaluation import evaluate

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from ._version import __version__
+from .data import sample_indices
 from .errors import ExportError
 from .io import atomic_write, make_readable
 from .runtime import Exported
@@ -31,7 +36,14 @@ TOLERANCE = 1e-4  # max |Δlogit| in fp32
 TOLERANCE_FP16 = 5e-2
 
 
-def _eval_mode(model: nn.Module) -> nn.Module:
+def _eval_mode(model: nn.Module, example=None) -> nn.Module:
+    """The model in eval mode (warning if it was training), after checking what export was given."""
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"export takes an nn.Module, got {type(model).__name__}")
+    if example is not None and (not isinstance(example, torch.Tensor) or not example.is_floating_point()
+                                or example.ndim < 2 or 0 in example.shape):
+        raise ExportError("export needs an example input: a float tensor with a batch dimension (e.g. "
+                          f"torch.zeros(1, C, H, W)), got {getattr(example, 'shape', type(example).__name__)}")
     if model.training:
         warnings.warn("model was in training mode; switched to eval() for export", stacklevel=3)
         model.eval()
@@ -74,8 +86,6 @@ def contract(meta: Mapping[str, Any] | None, example_shape, *, dtype: str = "flo
     dims = [int(v) for v in tuple(example_shape)[1:]]
     image = len(dims) == 3  # (C, H, W); any other input (features of a plain nn.Module) has no pixel contract
     c, h, w = dims if image else (0, 0, 0)
-    from . import __version__
-
     return {
         "schema": SCHEMA,
         "tag": str(meta.get("tag") or name),
@@ -168,7 +178,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path, *, opset: int = 18, d
     import onnx  # heavy (protobuf and its ops): only when an ONNX file is written
 
     with _staged(path) as (path, tmp):
-        model = _eval_mode(model).cpu()
+        model = _eval_mode(model, example).cpu()
         example = example.cpu()
         export_model = model.half() if fp16 else model
         ex = example.half() if fp16 else example
@@ -218,7 +228,7 @@ def to_torchscript(model: nn.Module, example: torch.Tensor, path, *, verify: boo
     """torch.jit.script (falling back to trace), then freeze; the contract stored as the `_extra_files` entry
     `zoo_meta.json` (one JSON object, plain values) and as the sidecar `<file>.json`."""
     with _staged(path) as (path, tmp):
-        model = _eval_mode(model).cpu()
+        model = _eval_mode(model, example).cpu()
         example = example.cpu()
         method = "script"
         with warnings.catch_warnings():
@@ -269,7 +279,6 @@ def verify_artifact(model: nn.Module, artifact: Path, example: torch.Tensor,
     return report
 
 
-verify = verify_artifact
 
 
 INT8_MAX_TOP1_DROP = 0.003  # an INT8 file may lose at most 0.3 points of top-1 against its fp32 export
@@ -280,8 +289,6 @@ CALIBRATION_SEED = 0
 def calibration_subset(n: int, count: int = CALIBRATION_COUNT, seed: int = CALIBRATION_SEED):
     """The train-split indices an INT8 file is calibrated on: a seeded sample (zoo.data.sample_indices), so the same
     (count, seed) recorded in the file names the same images again."""
-    from .data import sample_indices
-
     return sample_indices(n, min(count, n), seed)
 
 
@@ -351,7 +358,6 @@ def _avgpool_as_depthwise_conv(path: Path) -> int:
     in place; returns how many. Quantized, ORT runs such a Conv as an NHWC QLinearConv, while its QLinearAveragePool
     is NCHW only: with the transposes around it, it took 55% of ConvNet-BN's INT8 time (2-core Xeon, ORT 1.32), and
     leaving the pool in fp32 does not help (ORT fuses DequantizeLinear -> AveragePool -> QuantizeLinear back)."""
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
@@ -381,8 +387,6 @@ def _avgpool_as_depthwise_conv(path: Path) -> int:
 
 
 def _cpu_name() -> str:
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -399,8 +403,6 @@ def _ort_version() -> str:
 
 
 def _verify_int8(fp32: Path, int8: Path, name: str, test, max_drop: float, time_batch: int) -> dict:
-    import time
-
     x, y = test
     y = torch.as_tensor(y).long().cpu()
     if len(x) != len(y) or len(x) == 0:

@@ -290,6 +290,8 @@ def default_report_dir(tag: str, source) -> Path:
     (reports/TAG-onnx, -torchscript, -safetensors): its numbers are another source's than the shipped model's."""
     kinds = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
     kind = kinds.get(Path(source).suffix) if isinstance(source, (str, os.PathLike)) else None
+    if kind == "onnx" and str(source).endswith(".int8.onnx"):  # the quantized file measures otherwise
+        kind = "int8-onnx"
     # The tag may come from an exported file's metadata (data zoo did not write): only a plain folder name under
     # reports/, whatever it says ('..', '/', a leading dot).
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(tag)).lstrip(".") or "model"

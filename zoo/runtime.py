@@ -30,6 +30,10 @@ class Exported:
 
     def __init__(self, path: Path, device: str = "cpu"):
         self.path, self.device = Path(path), device
+        try:
+            torch.device(device)  # 'bogus' or 5: one error here, not a silent CPU run or a later traceback
+        except (RuntimeError, TypeError) as e:
+            raise ExportError(f"device {device!r}: {e}") from None
         if not self.path.exists():
             raise ExportError(f"exported model {self.path} does not exist")
         if self.path.suffix == ".onnx":
