@@ -130,6 +130,18 @@ def test_tsne_sample_spans_class_sorted_split():
         assert plot_tsne(feats, labels[idx][:200], [f"c{i}" for i in range(10)])[:4] == b"\x89PNG"
 
 
+def _fail_writing_html(monkeypatch):
+    """From now on, writing any report.html fails as a full disk would."""
+    real = Path.write_bytes
+
+    def fail_on_html(self, data):
+        if self.name == "report.html":
+            raise OSError("disk full")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fail_on_html)
+
+
 def test_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     from zoo import report
 
@@ -139,14 +151,7 @@ def test_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert json.loads(files["json"].read_text()) == {"a": 1} and "<p>text</p>" in files["html"].read_text()
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".report-files.json", "figures", "report.html",
                                                                    "report.json", "report.md"]  # no staging folder
-    real = Path.write_bytes
-
-    def fail_on_html(self, data):
-        if self.name == "report.html":
-            raise OSError("disk full")
-        return real(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", fail_on_html)
+    _fail_writing_html(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(tmp_path / "s", "t", sections, {"a": 1}, {"figures/x.png": b"png"})
     assert list((tmp_path / "s").iterdir()) == []  # neither figures nor a partial report
@@ -176,20 +181,13 @@ def test_report_replaces_an_earlier_report_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == [".report-files.json", "figures", "model.onnx", "report.html",
                                                      "report.json", "report.md", "run"]  # no staging folder left
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real = Path.write_bytes
-
-    def fail_on_html(self, data):
-        if self.name == "report.html":
-            raise OSError("disk full")
-        return real(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", fail_on_html)
+    _fail_writing_html(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(out, "t", sections, {"a": 3}, {"figures/02_new.png": b"png3"})
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     (tmp_path / "outside").write_bytes(b"x")
     (out / ".report-files.json").write_text(json.dumps(["..", "../outside", str(tmp_path / "outside")]))
-    monkeypatch.setattr(Path, "write_bytes", real)
+    monkeypatch.undo()  # writes work again
     report.write_report(out, "t", sections, {"a": 4})  # a damaged file list never reaches outside the folder
     assert (tmp_path / "outside").read_bytes() == b"x" and (out / "run" / "model.safetensors").exists()
 
