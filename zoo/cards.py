@@ -91,6 +91,14 @@ def card(e: WeightsMeta) -> str:
             lines += ["Lowest per-class accuracy: " + ", ".join(f"{n} {_pct(a)}" for a, n in worst) + ".", ""]
     else:
         lines += ["Not measured (the run did not evaluate on the test split).", ""]
+    if e.int8:
+        q = e.int8
+        lines += ["## INT8", "",
+                  f"`python -m export onnx {e.tag} --int8` (static QDQ, per-channel weights, calibrated on 512 train "
+                  f"images): top-1 {_pct(q.get('top1_int8'))} vs {_pct(q.get('top1_fp32'))} for the fp32 file, "
+                  f"{q.get('speedup', 0):.2f}× fp32 ONNX Runtime throughput at batch {q.get('batch')} "
+                  f"({q.get('machine')}, {q.get('date')}): "
+                  + ("use it." if q.get("recommended") else "slower than fp32 here: deploy the fp32 file."), ""]
     lines += ["## How it was made", "",
               f"- Recipe: {recipe_label(e.recipe, e.epochs_run)}" + (f"; model options {e.config_overrides}"
                                                                      if e.config_overrides else ""),

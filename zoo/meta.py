@@ -50,6 +50,9 @@ class WeightsMeta(Mapping):
     commit_note: str = ""
     # What they measure (zoo.evaluate on the test split of exactly these weights).
     metrics: dict[str, Any] | None = None
+    # The INT8 file `python -m export onnx TAG --int8` makes of these weights, as measured: top1_int8, top1_fp32,
+    # speedup (INT8 / fp32 ONNX Runtime throughput), batch, machine, date, recommended.
+    int8: dict[str, Any] | None = None
     # The file (the manifest fills these; a file's own header cannot hold its own hash).
     dtype: str = "float32"
     file: str = ""
@@ -165,7 +168,7 @@ _CHECKS = {
     "std": lambda v: isinstance(v, list) and all(_is_num(x) for x in v),
     "input_size": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x, 1) for x in v),
     "config_overrides": lambda v: isinstance(v, dict), "recipe": lambda v: isinstance(v, dict),
-    "metrics": _opt(lambda v: isinstance(v, dict)),
+    "metrics": _opt(lambda v: isinstance(v, dict)), "int8": _opt(lambda v: isinstance(v, dict)),
     "epochs_run": _opt(_is_int), "train_seconds": _opt(lambda v: _is_num(v) and v >= 0), "size": _opt(_is_int),
     "bf16": _opt(lambda v: isinstance(v, bool)), "channels_last": _opt(lambda v: isinstance(v, bool)),
     "partial_data": _opt(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
@@ -174,7 +177,7 @@ _CHECKS = {
 _TYPES = {
     "classes": "a non-empty list of class names", "mean": "a list of numbers", "std": "a list of numbers",
     "input_size": "[channels, height, width] of positive integers", "config_overrides": "an object",
-    "recipe": "an object", "metrics": "an object or null", "epochs_run": "a non-negative integer or null",
+    "recipe": "an object", "metrics": "an object or null", "int8": "an object or null", "epochs_run": "a non-negative integer or null",
     "train_seconds": "a non-negative number or null", "size": "a non-negative integer or null",
     "bf16": "true, false or null", "channels_last": "true, false or null",
     "partial_data": "a list of split names or null", "schema": "a positive integer",
