@@ -137,9 +137,9 @@ class LocalHTTP:
 
     A handler gets the request handler `h` and writes the whole response itself (status, headers, body), so a test
     can send any mix of Content-Length, chunked encoding, short or slow bodies. Serving stops when the `with`
-    block ends; each connection times out after 5 s and the threads are daemons, so nothing outlives a test."""
+    block ends; each connection times out after `timeout` s (5) and the threads are daemons, so nothing outlives a test."""
 
-    def __init__(self, routes: dict):
+    def __init__(self, routes: dict, *, timeout: float = 5):
         import http.server
         import threading
 
@@ -148,7 +148,10 @@ class LocalHTTP:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # chunked transfer encoding needs 1.1
-            timeout = 5
+
+            def setup(self):
+                self.timeout = timeout  # per connection: nothing a test starts outlives it for long
+                super().setup()
 
             def do_GET(self):
                 route = routes_.get(self.path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -34,56 +33,19 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from tests.helpers import LocalHTTP  # noqa: E402  (after the path that finds it)
+
 PY = sys.executable
 TEMP_MARKERS = (".tmp", ".old-", ".unpack-")
 MARK = "PWNED"
 
 
 # ----------------------------------------------------------------------------------------------- local HTTP server
-class Server:
-    """127.0.0.1 only; routes: path -> callable(handler)."""
-
-    def __init__(self):
-        self.routes: dict = {}
-        routes = self.routes
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 10
-
-            def do_GET(self):
-                r = routes.get(self.path)
-                if r is None:
-                    self.send_error(404)
-                    return
-                try:
-                    r(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, *a):
-                pass
-
-        self.srv = S(("127.0.0.1", 0), H)
-        self.port = self.srv.server_port
-        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
 def body(data: bytes, length="auto", status=200, headers=(), pause=0.0, piece=1 << 16, drop_after=None):
     def route(h):
         h.send_response(status)
@@ -259,7 +221,8 @@ class Sweep:
             (self.w / d).mkdir(parents=True, exist_ok=True)
         self.quick = quick
         self.results: list[dict] = []
-        self.srv = Server()
+        # The tests' 127.0.0.1 server (tests/helpers.py), started for the whole sweep: its threads are daemons.
+        self.srv = LocalHTTP({}, timeout=10).__enter__()
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.w / "userhome"),
             "ZOO_HOME": str(self.w / "home"), "ZOO_DATA": str(self.w / "home/data"),
