@@ -349,7 +349,7 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     rec = get_recipe(recipe, epochs=epochs, **overrides)
     seed = _check_run_args(seed, train_last, train_subset, resume, overwrite)
     commit = git_commit()  # the code this run trains with: read now, not when a run of hours ends
-    out, finished = _run_folder(model_or_name, dataset, labels, out_dir, resume, overwrite)
+    tag, out, finished = _run_folder(model_or_name, dataset, labels, out_dir, resume, overwrite)
     rank, world, opened_group = _dist()
     dev = _device(device, world)
     cuda = dev.type == "cuda"
@@ -382,7 +382,6 @@ def train(model_or_name, dataset: str, recipe: str | Recipe | None = None, *, ep
     ctx.fwd = torch.compile(ctx.net, mode="reduce-overhead" if cuda else None) if compile else ctx.net
     _run_epochs(state, ctx, train_loader, val_loader, tensorboard)
 
-    tag = f"{name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")  # a coarse-label model is another entry
     meta = _weights_meta(state, ctx, tag, dataset, labels, data, recipe, init, train_last, train_subset, commit)
     weights, result_test = finalize(state, ctx, meta, dataset, labels, flip_ok, evaluate_test, fp16_weights)
     if world > 1:
@@ -415,16 +414,17 @@ def _check_run_args(seed, train_last, train_subset, resume: bool, overwrite: boo
 
 
 def _run_folder(model_or_name, dataset: str, labels: str, out_dir, resume: bool, overwrite: bool):
-    """(out folder, names of a finished run's files in it). A finished run is never replaced silently (re-running
+    """(tag, out folder, names of a finished run's files in it). A finished run is never replaced silently (re-running
     into the default runs/MODEL.DATASET would overwrite a trained model): checked before any data is opened."""
     run_name = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "zoo_name",
                                                                             type(model_or_name).__name__)
-    out = Path(out_dir or Path("runs") / (f"{run_name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")))
+    tag = f"{run_name}.{dataset}" + ("" if labels == "fine" else f"-{labels}")  # coarse labels: another entry
+    out = Path(out_dir or Path("runs") / tag)
     finished = [f for f in ("model.safetensors", "result.json") if (out / f).exists()]
     if finished and not (resume or overwrite):
         raise ZooError(f"--out {out} holds a finished run ({', '.join(finished)}); pass --resume to continue it, "
                        "--overwrite to replace it (overwrite=True in Python), or another --out")
-    return out, finished
+    return tag, out, finished
 
 
 def _device(device: str | None, world: int) -> torch.device:
